@@ -1,0 +1,34 @@
+# zivsync: `make demo` runs the pipeline on the bundled sample organisation, `make test`
+# runs the test suite, `make bench` the benchmark. Each creates its own virtual
+# environment (.venv) on first use; nothing is installed outside it.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo bench golden clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+demo: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+bench: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench.py
+
+# Rewrite the golden files under tests/golden/ after a deliberate change of output.
+golden: venv
+	$(BIN)/python -m pytest -q tests/test_golden.py --update-golden
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache

@@ -1,0 +1,410 @@
+"""From directory records to the accounts Zivver should have (DESIGN.md §3).
+
+Pure functions: records in, account and conflict records out, no I/O. The rules:
+
+- user mailboxes and mail-enabled users become personal accounts, shared mailboxes
+  functional ones; room and equipment mailboxes only when asked for;
+- aliases are the secondary SMTP addresses in claimed domains;
+- delegates come from FullAccess that is neither inherited nor denied; group trustees are
+  expanded through nested groups (cycles included); SELF, SIDs and anything that is not
+  an active personal account are dropped;
+- disabled users are inactive accounts; a functional account is never "inactive";
+- sources merge by anchor, then by e-mail; disagreement is reported as a conflict, and a
+  disagreement on kind, e-mail, enabled state or SSO key holds the account (diff leaves it
+  alone) rather than guessing;
+- scope: claimed domains, include/exclude by OU, by group membership and by address.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+SELF_PRINCIPALS = frozenset({"nt authority\\self", "self"})
+SID_PATTERN = re.compile(r"^s-1-\d+(-\d+)+$")
+HELD_FIELDS = ("email", "kind", "active", "sso_key")  # a conflict on these holds the account
+RESOLVED_FIELDS = ("name", "phone")  # a conflict on these is settled by source priority
+
+
+class ScopeError(ValueError):
+    """The scope names something the directory does not have."""
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which directory objects become accounts, and how."""
+
+    claimed_domains: frozenset[str]
+    include_ous: tuple[str, ...] = ()
+    exclude_ous: tuple[str, ...] = ()
+    include_groups: tuple[str, ...] = ()
+    exclude_groups: tuple[str, ...] = ()
+    include_addresses: tuple[str, ...] = ()
+    exclude_addresses: tuple[str, ...] = ()
+    resource_mailboxes: bool = False
+    groups_as_functional: bool = False
+    source_priority: tuple[str, ...] = ()
+
+    def claims(self, address: str) -> bool:
+        return domain_of(address) in self.claimed_domains
+
+
+@dataclass
+class Result:
+    accounts: list[dict]
+    conflicts: list[dict]
+    incomplete_reasons: list[str]
+    sources: list[str] = field(default_factory=list)  # the sources read, in order of appearance
+    dropped: Counter = field(default_factory=Counter)  # why something did not make it, counted
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One source's view of one would-be account."""
+
+    source: str
+    key: str  # the directory object's anchor or id, lower case
+    email: str
+    kind: str
+    name: str
+    enabled: bool | None
+    addresses: tuple[str, ...]
+    phone: str | None
+    sso_key: str | None
+
+
+class Directory:
+    """The directory records of all inputs, indexed for resolving references."""
+
+    def __init__(self, records: Iterable[dict]):
+        self.persons: dict[str, list[dict]] = defaultdict(list)  # by lower-case anchor
+        self.groups: dict[str, dict] = {}  # by lower-case id
+        self.permissions: list[dict] = []
+        self.errors: list[dict] = []
+        self.sources: list[str] = []  # in order of first appearance
+        self._group_extra: dict[str, list[str]] = defaultdict(list)  # memberOf, turned around
+        self._by_address: dict[str, str] = {}
+        self._by_other: dict[str, str] | None = None
+        self._members: dict[str, frozenset[str]] = {}
+        for record in records:
+            self._add(record)
+        self.sources_with_groups = {group["source"] for group in self.groups.values()}
+
+    def _add(self, record: dict) -> None:
+        kind, source = record["type"], record["source"]
+        if source not in self.sources:
+            self.sources.append(source)
+        if kind == "person":
+            key = record["anchor"].lower()
+            self.persons[key].append(record)
+            for group in record.get("groups") or ():
+                self._group_extra[group.lower()].append(key)
+            self._index_addresses(key, record)
+        elif kind == "group":
+            key = record["id"].lower()
+            self.groups[key] = record
+            self._index_addresses(key, record)
+        elif kind == "permission":
+            self.permissions.append(record)
+        elif kind == "error":
+            self.errors.append(record)
+
+    def _index_addresses(self, key: str, record: dict) -> None:
+        for address in (record.get("mail"), *(record.get("addresses") or ())):
+            if address:
+                self._by_address.setdefault(address.lower(), key)
+
+    def resolve(self, reference: str) -> str | None:
+        """The key of the person or group a permission names, by anchor/id, e-mail address,
+        UPN, SID, DOMAIN\\sam or DN; None when nothing (or SELF) answers to it."""
+        ref = reference.strip().lower()
+        if ref in SELF_PRINCIPALS:
+            return None
+        if ref in self.persons or ref in self.groups:
+            return ref
+        if ref in self._by_address:
+            return self._by_address[ref]
+        if self._by_other is None:
+            self._by_other = self._index_other_names()
+        return self._by_other.get(ref) or self._by_other.get(ref.rpartition("\\")[2] if "\\" in ref else "")
+
+    def _index_other_names(self) -> dict[str, str]:
+        """UPN, SID, sAMAccountName and DN, built only when a reference needs them."""
+        index: dict[str, str] = {}
+        for key, records in self.persons.items():
+            for record in records:
+                for name in (record.get("upn"), record.get("sid"), record.get("sam_account_name"), record.get("dn")):
+                    if name:
+                        index.setdefault(name.lower(), key)
+        for key, group in self.groups.items():
+            for name in (group.get("sid"), group.get("dn"), group.get("name")):
+                if name:
+                    index.setdefault(name.lower(), key)
+        return index
+
+    def members(self, group_key: str) -> frozenset[str]:
+        """Every person in a group, through nested groups, each group visited once (cycles end)."""
+        if group_key in self._members:
+            return self._members[group_key]
+        people: set[str] = set()
+        seen, pending = {group_key}, [group_key]
+        while pending:
+            current = pending.pop()
+            group = self.groups.get(current)
+            direct = [m.lower() for m in group["members"]] if group else []
+            for member in direct + self._group_extra.get(current, []):
+                if member in self.persons:
+                    people.add(member)
+                elif member in self.groups and member not in seen:
+                    seen.add(member)
+                    pending.append(member)
+        self._members[group_key] = frozenset(people)
+        return self._members[group_key]
+
+    def people_of(self, reference: str) -> frozenset[str] | None:
+        """The persons a trustee stands for: itself, or a group's transitive members."""
+        key = self.resolve(reference)
+        if key is None:
+            return None
+        return frozenset((key,)) if key in self.persons else self.members(key)
+
+
+def normalize(records: Iterable[dict], scope: Scope) -> Result:
+    """The desired accounts for these directory records."""
+    directory = Directory(records)
+    result = Result([], [], [f"{e['source']}: could not read {e['object']}: {e['message']}" for e in directory.errors],
+                    directory.sources)
+    candidates = _candidates(directory, scope, result.dropped)
+    order = dict.fromkeys(scope.source_priority + tuple(directory.sources))
+    priority = {source: rank for rank, source in enumerate(order)}
+    accounts_by_key: dict[str, dict] = {}
+    for cluster in _clusters(candidates):
+        account, conflicts = _merge(cluster, scope, priority)
+        result.conflicts.extend(conflicts)
+        if account is not None:
+            result.accounts.append(account)
+            for candidate in cluster:
+                accounts_by_key[candidate.key] = account
+    _add_delegates(directory, scope, accounts_by_key, result)
+    _settle_aliases(result)
+    result.accounts.sort(key=lambda a: a["email"])
+    result.conflicts.sort(key=lambda c: (c["email"], c["field"]))
+    return result
+
+
+def _candidates(directory: Directory, scope: Scope, dropped: Counter) -> list[Candidate]:
+    excluded = _excluded_by_group(directory, scope)
+    candidates = []
+    for key, records in directory.persons.items():
+        for record in records:
+            candidate = _person_candidate(key, record, scope, dropped)
+            if candidate is None:
+                continue
+            reason = _out_of_scope(record, candidate.email, scope, excluded, directory)
+            if reason:
+                dropped[reason] += 1
+                continue
+            candidates.append(candidate)
+    if scope.groups_as_functional:
+        for key, group in directory.groups.items():
+            if group.get("mail_enabled") and group.get("mail"):
+                email = group["mail"].lower()
+                if not scope.claims(email):
+                    dropped["group outside the claimed domains"] += 1
+                    continue
+                candidates.append(Candidate(
+                    group["source"], key, email, "functional", group["name"] or email.partition("@")[0],
+                    None, tuple(a.lower() for a in group.get("addresses") or ()), None, None))
+    return candidates
+
+
+def _person_candidate(key: str, record: dict, scope: Scope, dropped: Counter) -> Candidate | None:
+    mailbox = record["mailbox"]
+    if mailbox in ("room", "equipment") and not scope.resource_mailboxes:
+        dropped[f"{mailbox} mailbox (not synced unless resource mailboxes are included)"] += 1
+        return None
+    if not record["mail"]:
+        dropped["no primary e-mail address"] += 1
+        return None
+    email = record["mail"].lower()
+    if not scope.claims(email):
+        dropped["primary address outside the claimed domains"] += 1
+        return None
+    kind = "user" if mailbox in ("user", "none") else "functional"
+    name = record.get("display_name") or " ".join(
+        p for p in (record.get("given_name"), record.get("surname")) if p) or email.partition("@")[0]
+    return Candidate(
+        record["source"], key, email, kind, name, record["enabled"],
+        tuple(a.lower() for a in record["addresses"]), record.get("phone"), record.get("sso_key"))
+
+
+def _excluded_by_group(directory: Directory, scope: Scope) -> tuple[set[str] | None, set[str]]:
+    """(people inside the include groups, or None when not filtering; people in exclude groups)."""
+
+    def people(names: tuple[str, ...]) -> set[str]:
+        found: set[str] = set()
+        for name in names:
+            key = directory.resolve(name)
+            if key is None or key not in directory.groups:
+                raise ScopeError(f"group filter: no group in the directory answers to {name!r}")
+            found |= directory.members(key)
+        return found
+
+    included = people(scope.include_groups) if scope.include_groups else None
+    return included, people(scope.exclude_groups)
+
+
+def _out_of_scope(record: dict, email: str, scope: Scope, groups, directory: Directory) -> str | None:
+    """Why an object is outside the include/exclude filters, or None.
+
+    A filter applies to the records whose source carries what it looks at: OU filters to
+    records with a DN, group filters to sources that list groups."""
+    dn = (record.get("dn") or "").lower()
+    if dn:
+        if scope.include_ous and not any(dn.endswith(ou.lower()) for ou in scope.include_ous):
+            return "outside the included OUs"
+        if any(dn.endswith(ou.lower()) for ou in scope.exclude_ous):
+            return "in an excluded OU"
+    included, excluded = groups
+    key = record["anchor"].lower()
+    if included is not None and record["source"] in directory.sources_with_groups and key not in included:
+        return "not a member of an included group"
+    if key in excluded:
+        return "member of an excluded group"
+    if scope.include_addresses and not any(fnmatch.fnmatchcase(email, p.lower()) for p in scope.include_addresses):
+        return "address not matched by the include patterns"
+    if any(fnmatch.fnmatchcase(email, p.lower()) for p in scope.exclude_addresses):
+        return "address matched by an exclude pattern"
+    return None
+
+
+def _clusters(candidates: list[Candidate]) -> list[list[Candidate]]:
+    """Candidates that are the same account: sharing an anchor, or a primary address."""
+    parent = list(range(len(candidates)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_by: dict[tuple[str, str], int] = {}
+    for index, candidate in enumerate(candidates):
+        for link in (("key", candidate.key), ("email", candidate.email)):
+            if link in first_by:
+                parent[find(index)] = find(first_by[link])
+            else:
+                first_by[link] = index
+    clusters: dict[int, list[Candidate]] = defaultdict(list)
+    for index, candidate in enumerate(candidates):
+        clusters[find(index)].append(candidate)
+    return list(clusters.values())
+
+
+def _merge(cluster: list[Candidate], scope: Scope, priority: dict[str, int]) -> tuple[dict | None, list[dict]]:
+    """One account from the sources' views of it, and the conflicts between them."""
+    cluster.sort(key=lambda c: (priority.get(c.source, len(priority)), c.source, c.key))
+    values = {
+        "email": [(c, c.email) for c in cluster],
+        "kind": [(c, c.kind) for c in cluster],
+        "active": [(c, c.enabled) for c in cluster if c.enabled is not None and c.kind == "user"],
+        "sso_key": [(c, c.sso_key) for c in cluster if c.sso_key],
+        "name": [(c, c.name) for c in cluster],
+        "phone": [(c, c.phone) for c in cluster if c.phone],
+    }
+    conflicts, held = [], False
+    for name, seen in values.items():
+        if len({value for _, value in seen}) <= 1:
+            continue
+        hold = name in HELD_FIELDS
+        held = held or hold
+        for email in sorted({c.email for c in cluster}):
+            conflicts.append({
+                "type": "conflict", "email": email, "field": name,
+                "values": [{"source": c.source, "anchor": c.key, "value": v} for c, v in seen],
+                "held": hold,
+                "resolution": "account left as it is in Zivver until the sources agree" if hold
+                else f"took the value of source '{seen[0][0].source}' (highest priority)",
+            })
+    if held:
+        return None, conflicts
+    first = cluster[0]
+    kind = first.kind
+    account = {
+        "type": "account",
+        "kind": kind,
+        "email": first.email,
+        "name": first.name,
+        "active": True if kind == "functional" else all(v for _, v in values["active"]),
+        "aliases": sorted({a for c in cluster for a in c.addresses if a != first.email and scope.claims(a)}),
+        "delegates": [],
+        "sso_key": values["sso_key"][0][1] if values["sso_key"] else None,
+        "phone": values["phone"][0][1] if values["phone"] else None,
+        "anchors": sorted({c.key for c in cluster}),
+        "sources": sorted({c.source for c in cluster}),
+    }
+    return account, conflicts
+
+
+def _add_delegates(directory: Directory, scope: Scope, accounts_by_key: dict[str, dict], result: Result) -> None:
+    allowed: dict[int, set[int]] = defaultdict(set)
+    denied: dict[int, set[int]] = defaultdict(set)
+    by_id = {id(a): a for a in result.accounts}
+    for permission in directory.permissions:
+        if not any(right.lower() == "fullaccess" for right in permission["rights"]):
+            result.dropped["permission without FullAccess"] += 1
+            continue
+        if permission["inherited"]:
+            result.dropped["inherited permission"] += 1
+            continue
+        mailbox = directory.resolve(permission["mailbox"])
+        owner = accounts_by_key.get(mailbox) if mailbox else None
+        if owner is None:
+            result.dropped["permission on a mailbox that is not an account"] += 1
+            continue
+        people = directory.people_of(permission["trustee"])
+        if people is None:
+            trustee = permission["trustee"].strip().lower()
+            reason = "trustee SELF" if trustee in SELF_PRINCIPALS else (
+                "trustee is an unresolved SID" if SID_PATTERN.match(trustee) else "trustee not found")
+            result.dropped[reason] += 1
+            continue
+        target = denied if permission["deny"] else allowed
+        target[id(owner)].update(id(accounts_by_key[p]) for p in people if p in accounts_by_key)
+    for owner_id, trustees in allowed.items():
+        owner = by_id[owner_id]
+        delegates = set()
+        for trustee_id in trustees - denied.get(owner_id, set()):
+            trustee = by_id[trustee_id]
+            if trustee is owner:
+                continue
+            if trustee["kind"] != "user" or not trustee["active"]:
+                result.dropped["delegate is not an active personal account"] += 1
+                continue
+            delegates.add(trustee["email"])
+        owner["delegates"] = sorted(delegates)
+
+
+def _settle_aliases(result: Result) -> None:
+    """Zivver refuses an alias that is another account's address or another account's alias:
+    drop those, and say so, rather than let push fail on them."""
+    primaries = {a["email"] for a in result.accounts}
+    owners: dict[str, list[dict]] = defaultdict(list)
+    for account in result.accounts:
+        for alias in account["aliases"]:
+            owners[alias].append(account)
+    for alias, accounts in sorted(owners.items()):
+        if alias in primaries or len(accounts) > 1:
+            for account in accounts:
+                account["aliases"].remove(alias)
+            other = "an account's own address" if alias in primaries else "an alias of several accounts"
+            result.warnings.append(
+                f"alias {alias} dropped from {', '.join(a['email'] for a in accounts)}: it is {other}")

@@ -1,0 +1,113 @@
+"""zivsync-normalize: directory streams in, the desired Zivver accounts out."""
+
+from __future__ import annotations
+
+import click
+
+from . import cli
+from .cli import ExitStatus, ZivsyncError, option
+from .directory import Scope, ScopeError, normalize
+from .stream import StreamReader, StreamWriter, input_digests, open_output
+
+HELP = """Turn one or more directory streams into the accounts Zivver should have.
+
+\b
+User mailboxes and mail-enabled users become personal accounts, shared mailboxes
+functional accounts; secondary SMTP addresses in claimed domains become aliases; FullAccess
+holders become delegates (groups expanded through every level of nesting). Several
+sources merge by anchor, then by address; where they disagree, a conflict record says so.
+An incomplete input gives an output marked incomplete, from which diff never suspends.
+
+\b
+Example:
+  zivsync-normalize -i ldap.jsonl -i exchange.jsonl --claimed-domain example.com -o desired.jsonl
+  zivsync-extract-ldap | zivsync-normalize --config zivsync.toml > desired.jsonl
+"""
+
+
+@cli.stage("zivsync-normalize", HELP)
+@cli.input_options
+@cli.output_option
+@option("--claimed-domain", "claimed_domains", multiple=True, required=True, metavar="DOMAIN",
+        help="A domain claimed by the Zivver organisation (repeatable). Accounts, aliases and "
+             "delegates outside them are dropped.")
+@option("--include-ou", "include_ous", multiple=True, metavar="DN",
+        help="Only objects under this OU (repeatable; applies to sources that give DNs).")
+@option("--exclude-ou", "exclude_ous", multiple=True, metavar="DN", help="Leave out objects under this OU (repeatable).")
+@option("--include-group", "include_groups", multiple=True, metavar="GROUP",
+        help="Only members (nested included) of this group: id, name, address or DN (repeatable).")
+@option("--exclude-group", "exclude_groups", multiple=True, metavar="GROUP",
+        help="Leave out members (nested included) of this group (repeatable).")
+@option("--include-address", "include_addresses", multiple=True, metavar="PATTERN",
+        help="Only accounts whose address matches this pattern, e.g. '*@example.com' (repeatable).")
+@option("--exclude-address", "exclude_addresses", multiple=True, metavar="PATTERN",
+        help="Leave out accounts whose address matches this pattern (repeatable).")
+@option("--resource-mailboxes/--no-resource-mailboxes", default=False,
+        help="Room and equipment mailboxes become functional accounts (default: skipped).")
+@option("--groups-as-functional/--no-groups-as-functional", default=False,
+        help="Mail-enabled groups become functional accounts whose members are the delegates.")
+@option("--source-priority", multiple=True, metavar="SOURCE",
+        help="Whose display name and phone win when sources disagree (repeatable, highest first; "
+             "default: the order the sources come in).")
+def command(inputs, output, claimed_domains, include_ous, exclude_ous, include_groups, exclude_groups,
+            include_addresses, exclude_addresses, resource_mailboxes, groups_as_functional, source_priority):
+    scope = Scope(
+        claimed_domains=frozenset(d.lower().strip() for d in claimed_domains),
+        include_ous=include_ous, exclude_ous=exclude_ous,
+        include_groups=include_groups, exclude_groups=exclude_groups,
+        include_addresses=include_addresses, exclude_addresses=exclude_addresses,
+        resource_mailboxes=resource_mailboxes, groups_as_functional=groups_as_functional,
+        source_priority=source_priority,
+    )
+    sources = cli.open_inputs(inputs)
+    reader = StreamReader(sources, ["directory"])
+    try:
+        result = normalize(reader, scope)
+    except ScopeError as error:
+        raise ZivsyncError(str(error)) from None
+    incomplete = reader.incomplete_reasons + result.incomplete_reasons
+    header = {
+        "inputs": input_digests(sources),
+        "sources": result.sources,
+        "claimed_domains": sorted(scope.claimed_domains),
+        "filters": {name: list(value) for name, value in (
+            ("include_ous", include_ous), ("exclude_ous", exclude_ous), ("include_groups", include_groups),
+            ("exclude_groups", exclude_groups), ("include_addresses", include_addresses),
+            ("exclude_addresses", exclude_addresses)) if value},
+        "resource_mailboxes": resource_mailboxes,
+        "groups_as_functional": groups_as_functional,
+    }
+    with open_output(output) as (handle, name):
+        writer = StreamWriter(handle, "accounts", "zivsync-normalize", header, name)
+        for record in result.accounts:
+            writer.write(record)
+        for record in result.conflicts:
+            writer.write(record)
+        writer.close(incomplete)
+    _report(result, incomplete)
+    return ExitStatus.OK
+
+
+def _report(result, incomplete: list[str]) -> None:
+    users = sum(1 for a in result.accounts if a["kind"] == "user")
+    inactive = sum(1 for a in result.accounts if not a["active"])
+    cli.log.info("%d accounts: %d personal (%d inactive), %d functional; %d conflicts",
+                 len(result.accounts), users, inactive, len(result.accounts) - users, len(result.conflicts))
+    for reason, count in sorted(result.dropped.items()):
+        cli.log.info("left out: %s: %d", reason, count)
+    for conflict in result.conflicts:
+        if conflict["held"]:
+            cli.log.warning("sources disagree on %s of %s: %s", conflict["field"], conflict["email"],
+                            ", ".join(f"{v['source']}={v['value']!r}" for v in conflict["values"]))
+    for warning in result.warnings:
+        cli.log.warning("%s", warning)
+    for reason in incomplete:
+        cli.log.warning("incomplete input: %s", reason)
+    if incomplete:
+        cli.log.warning("the accounts stream is marked incomplete: diff will suspend nobody from it")
+
+
+main = cli.entry_point(command)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""From desired and current accounts to a plan of changes (DESIGN.md §4).
+
+Pure: accounts and the local mapping in, change and skip records and a safety verdict out.
+
+Matching goes by the local mapping (anchor → Zivver id) first, then by address, then by
+alias (either side's primary address among the other side's aliases). A matched pair whose
+kinds differ is skipped: Zivver cannot turn a personal account into a functional one. An
+address that the mapping says belongs to another anchor is not handed to a newcomer
+(a reused address must be resolved by hand), so nobody inherits a leaver's mail.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .state import Mapping
+from .stream import dumps_canonical
+
+# The order push applies them in (DESIGN.md §5): members of functional accounts are user
+# ids, so users are created first; everything that takes access away comes last.
+OP_ORDER = (
+    "create_user", "create_functional", "update_functional", "update_user", "reactivate_user",
+    "rename_user", "rename_functional", "suspend_user", "empty_functional", "delete_user", "delete_functional",
+)
+DESTRUCTIVE = frozenset({"suspend_user", "empty_functional", "delete_user", "delete_functional"})
+DELETIONS = frozenset({"delete_user", "delete_functional"})
+
+
+@dataclass(frozen=True)
+class DiffOptions:
+    claimed_domains: frozenset[str]
+    exclude: tuple[str, ...] = ()  # the target filter: Zivver accounts never touched
+    max_suspend: int = 50
+    max_suspend_percent: float = 10.0
+    delete_missing: bool = False
+    max_delete: int = 0
+    update_sso_keys: bool = False
+
+    def claims(self, email: str) -> bool:
+        return email.rpartition("@")[2] in self.claimed_domains
+
+    def excludes(self, email: str) -> bool:
+        return any(fnmatch.fnmatchcase(email, pattern.lower()) for pattern in self.exclude)
+
+
+@dataclass
+class Safety:
+    passed: bool = True
+    reasons: list[str] = field(default_factory=list)
+    destructive: int = 0  # suspensions, emptied functional accounts and deletions planned
+    deletions: int = 0
+    managed: int = 0  # Zivver accounts in scope
+    withheld: int = 0  # destructive changes held back because the desired stream was incomplete
+
+    def refuse(self, reason: str) -> None:
+        self.passed = False
+        self.reasons.append(reason)
+
+
+@dataclass
+class Plan:
+    changes: list[dict]
+    skips: list[dict]
+    safety: Safety
+
+    def summary(self) -> dict:
+        ops = Counter(change["op"] for change in self.changes)
+        reasons = Counter(skip["reason"] for skip in self.skips)
+        return {
+            "changes": {op: ops[op] for op in OP_ORDER if ops[op]},
+            "skips": dict(sorted(reasons.items())),
+        }
+
+    @property
+    def records(self) -> list[dict]:
+        return self.changes + self.skips
+
+
+def diff(desired: Iterable[dict], current: Iterable[dict], options: DiffOptions, *,
+         mapping: Mapping | None = None, desired_complete: bool = True,
+         held: Iterable[str] = ()) -> Plan:
+    """The plan that takes Zivver from ``current`` to ``desired``.
+
+    ``held`` are addresses normalize held back because its sources disagreed: they are left
+    alone. With ``desired_complete`` false nothing is suspended, emptied or deleted.
+    """
+    planner = _Planner(list(desired), list(current), options, mapping or Mapping(), set(held))
+    return planner.run(desired_complete)
+
+
+class _Planner:
+    def __init__(self, desired: list[dict], current: list[dict], options: DiffOptions, mapping: Mapping,
+                 held: set[str]):
+        self.desired = sorted(desired, key=lambda a: a["email"])
+        self.current = sorted(current, key=lambda a: a["email"])
+        self.options, self.mapping, self.held = options, mapping, held
+        self.changes: list[dict] = []
+        self.skips: list[dict] = []
+
+    # -- matching ----------------------------------------------------------------------
+    def match(self) -> tuple[list[tuple[dict, dict, str]], list[dict], list[dict]]:
+        """(pairs of desired, current and how they matched; unmatched desired; unmatched current)."""
+        by_id = {c["zivver_id"]: c for c in self.current if c.get("zivver_id")}
+        by_email = {c["email"]: c for c in self.current}
+        by_alias: dict[str, list[dict]] = defaultdict(list)
+        for account in self.current:
+            for alias in account["aliases"]:
+                by_alias[alias].append(account)
+        anchor_index = self.mapping.anchor_index()
+        owners = {zid: set(entry.anchors) for zid, entry in self.mapping.accounts.items()}
+        taken: set[int] = set()
+        pairs: dict[str, tuple[dict, dict, str]] = {}
+        decided: set[str] = set()  # desired addresses already paired or skipped
+
+        def pair(d: dict, c: dict, how: str) -> None:
+            pairs[d["email"]] = (d, c, how)
+            taken.add(id(c))
+            decided.add(d["email"])
+
+        def belongs_elsewhere(d: dict, c: dict) -> bool:
+            """The mapping ties c to other anchors than d's: its address was reused."""
+            theirs = owners.get(c.get("zivver_id"), set())
+            return bool(theirs and d.get("anchors") and not theirs & set(d["anchors"]))
+
+        for d in self.desired:
+            zivver_id = next((anchor_index[a] for a in d.get("anchors") or () if a in anchor_index), None)
+            c = by_id.get(zivver_id) if zivver_id else None
+            if c is not None and id(c) not in taken:
+                pair(d, c, "anchor")
+        for d in self.desired:
+            c = by_email.get(d["email"])
+            if d["email"] in decided or c is None:
+                continue
+            if id(c) in taken or belongs_elsewhere(d, c):
+                self.skip(d, "ambiguous_match", "create", c.get("zivver_id"),
+                          f"Zivver account {c['email']} ({c.get('zivver_id')}) belongs to another directory "
+                          f"object per the account mapping: an address reused? Resolve by hand.")
+                decided.add(d["email"])
+            else:
+                pair(d, c, "email")
+        for d in self.desired:
+            if d["email"] in decided:
+                continue
+            found = {id(c): c for c in by_alias.get(d["email"], [])}
+            found.update((id(by_email[a]), by_email[a]) for a in d["aliases"] if a in by_email)
+            candidates = [c for key, c in found.items() if key not in taken]
+            if len(candidates) == 1 and not belongs_elsewhere(d, candidates[0]):
+                pair(d, candidates[0], "alias")
+            elif candidates:
+                self.skip(d, "ambiguous_match", "create", None,
+                          "matches several Zivver accounts by alias: "
+                          + ", ".join(sorted(c["email"] for c in candidates)))
+                decided.add(d["email"])
+        unmatched_desired = [d for d in self.desired if d["email"] not in decided]
+        unmatched_current = [c for c in self.current if id(c) not in taken]
+        return list(pairs.values()), unmatched_desired, unmatched_current
+
+    # -- records -----------------------------------------------------------------------
+    def skip(self, account: dict, reason: str, op: str | None, zivver_id: str | None, detail: str) -> None:
+        self.skips.append({
+            "type": "skip", "email": account["email"], "kind": account.get("kind"), "zivver_id": zivver_id,
+            "op": op, "reason": reason, "detail": detail,
+        })
+
+    def change(self, op: str, kind: str, email: str, zivver_id: str | None, before: dict, after: dict,
+               anchors: list[str], match: str | None, sso_key: str | None) -> None:
+        record = {
+            "type": "change", "id": "", "op": op, "kind": kind, "email": email, "zivver_id": zivver_id,
+            "anchors": anchors, "match": match, "before": before, "after": after, "sso_key": sso_key,
+        }
+        record["id"] = hashlib.sha256(dumps_canonical(record)).hexdigest()[:16]
+        self.changes.append(record)
+
+    def out_of_scope(self, email: str) -> str | None:
+        if not self.options.claims(email):
+            return "outside_claimed_domains"
+        if self.options.excludes(email):
+            return "excluded"
+        return None
+
+    # -- the plan ----------------------------------------------------------------------
+    def run(self, desired_complete: bool) -> Plan:
+        in_scope = []
+        for d in self.desired:
+            reason = self.out_of_scope(d["email"])
+            if reason:
+                self.skip(d, reason, None, None, "the desired account is outside the configured scope")
+            else:
+                in_scope.append(d)
+        self.desired = in_scope
+        pairs, new, gone = self.match()
+        for d, c, how in pairs:
+            self.update(d, c, how)
+        for d in new:
+            self.create(d)
+        for c in gone:
+            self.remove(c)
+        safety = self.check_safety(desired_complete)
+        self.changes.sort(key=lambda r: (OP_ORDER.index(r["op"]), r["email"]))
+        self.skips.sort(key=lambda r: (r["email"], r["reason"]))
+        return Plan(self.changes, self.skips, safety)
+
+    def update(self, d: dict, c: dict, how: str) -> None:
+        kind = d["kind"]
+        if c["kind"] != kind:
+            self.skip(d, "type_conflict", None, c.get("zivver_id"),
+                      f"a {kind} account in the directory, a {c['kind']} account in Zivver ({c['email']}); "
+                      "Zivver cannot change an account's type: fix it by hand")
+            return
+        before, after = self.differences(d, c)
+        if not after:
+            return
+        if "active" in after:
+            op = "suspend_user" if after["active"] is False else "reactivate_user"
+        elif "email" in after:
+            op = f"rename_{kind}"
+        else:
+            op = f"update_{kind}"
+        blocked = self.out_of_scope(c["email"])
+        if blocked:
+            self.skip(d, blocked, op, c.get("zivver_id"), f"the Zivver account {c['email']} is outside the scope")
+            return
+        self.change(op, kind, d["email"], c.get("zivver_id"), before, after, d.get("anchors") or [], how,
+                    d.get("sso_key"))
+
+    def differences(self, d: dict, c: dict) -> tuple[dict, dict]:
+        before, after = {}, {}
+
+        def differ(name: str, old, new) -> None:
+            if old != new:
+                before[name], after[name] = old, new
+
+        differ("email", c["email"], d["email"])
+        differ("name", c["name"], d["name"])
+        if d["kind"] == "user":
+            differ("active", c["active"], d["active"])
+        differ("aliases", sorted(c["aliases"]), sorted(d["aliases"]))
+        differ("delegates", sorted(c["delegates"]), sorted(d["delegates"]))
+        if d["kind"] == "user" and d.get("phone") is not None:  # a phone the directory lacks is not cleared
+            differ("phone", c.get("phone"), d["phone"])
+        if self.options.update_sso_keys and d.get("sso_key"):
+            mapped = self.mapping.accounts.get(c.get("zivver_id"))
+            differ("sso_key", mapped.sso_key if mapped else None, d["sso_key"])
+        return before, after
+
+    def create(self, d: dict) -> None:
+        kind = d["kind"]
+        if kind == "user" and not d["active"]:
+            self.skip(d, "inactive_not_in_zivver", None, None,
+                      "disabled in the directory and not in Zivver: no account is created for it")
+            return
+        after = {"email": d["email"], "name": d["name"]}
+        if kind == "user":
+            after["active"] = True
+        after.update(aliases=d["aliases"], delegates=d["delegates"])
+        if kind == "user" and d.get("phone"):
+            after["phone"] = d["phone"]
+        if kind == "user" and d.get("sso_key"):
+            after["sso_key"] = d["sso_key"]
+        self.change(f"create_{kind}", kind, d["email"], None, {}, after, d.get("anchors") or [], None,
+                    d.get("sso_key"))
+
+    def remove(self, c: dict) -> None:
+        """A Zivver account nothing in the directory wants any more."""
+        kind = c["kind"]
+        if self.options.delete_missing:
+            op, before, after = f"delete_{kind}", {}, {}
+        elif kind == "user" and c["active"]:
+            op, before, after = "suspend_user", {"active": True}, {"active": False}
+        elif kind == "functional" and c["delegates"]:
+            op, before, after = "empty_functional", {"delegates": sorted(c["delegates"])}, {"delegates": []}
+        else:
+            return  # already suspended or empty
+        reason = "source_conflict" if c["email"] in self.held else self.out_of_scope(c["email"])
+        if reason:
+            detail = ("the sources disagree about this account (see the conflict records of normalize)"
+                      if reason == "source_conflict" else "the Zivver account is outside the configured scope")
+            self.skip(c, reason, op, c.get("zivver_id"), detail)
+            return
+        anchors = self.mapping.accounts[c["zivver_id"]].anchors if c.get("zivver_id") in self.mapping.accounts else []
+        self.change(op, kind, c["email"], c.get("zivver_id"), before, after, anchors, None, None)
+
+    # -- safety ------------------------------------------------------------------------
+    def check_safety(self, desired_complete: bool) -> Safety:
+        options = self.options
+        safety = Safety(managed=sum(1 for c in self.current if not self.out_of_scope(c["email"])))
+        destructive = [c for c in self.changes if c["op"] in DESTRUCTIVE]
+        if destructive and (not desired_complete or not self.desired):
+            why = "incomplete" if not desired_complete else "empty"
+            for record in destructive:
+                self.changes.remove(record)
+                self.skips.append({
+                    "type": "skip", "email": record["email"], "kind": record["kind"],
+                    "zivver_id": record["zivver_id"], "op": record["op"], "reason": "desired_incomplete",
+                    "detail": f"the desired stream is {why}: nothing is suspended, emptied or deleted from it",
+                })
+            safety.withheld = len(destructive)
+            safety.refuse(f"the desired stream is {why}: {len(destructive)} suspensions, emptied functional "
+                          "accounts or deletions withheld")
+            return safety
+        safety.destructive = len(destructive)
+        safety.deletions = sum(1 for c in destructive if c["op"] in DELETIONS)
+        if safety.destructive > options.max_suspend:
+            safety.refuse(f"{safety.destructive} accounts would be suspended, emptied or deleted: "
+                          f"more than the limit of {options.max_suspend} (--max-suspend)")
+        if safety.managed and safety.destructive * 100 > options.max_suspend_percent * safety.managed:
+            share = 100 * safety.destructive / safety.managed
+            safety.refuse(f"{safety.destructive} of {safety.managed} managed accounts ({share:.1f} %) would be "
+                          f"suspended, emptied or deleted: more than the limit of {options.max_suspend_percent:g} % "
+                          "(--max-suspend-percent)")
+        if safety.deletions > options.max_delete:
+            safety.refuse(f"{safety.deletions} accounts would be deleted: more than the limit of "
+                          f"{options.max_delete} (--max-delete)")
+        return safety
+
+
+def apply(current: Iterable[dict], plan: Plan) -> list[dict]:
+    """What Zivver would hold after the plan: used by tests and dry runs to check a plan."""
+    accounts = {c.get("zivver_id") or c["email"]: dict(c) for c in current}
+    for change in plan.changes:
+        key = change["zivver_id"] or change["email"]
+        if change["op"].startswith("delete_"):
+            accounts.pop(key, None)
+            continue
+        if change["op"].startswith("create_"):
+            accounts[key] = {"type": "account", "kind": change["kind"], "active": True, "phone": None,
+                             "zivver_id": None, "sso_key": None}
+        account = accounts[key]
+        account.update({k: v for k, v in change["after"].items() if k != "sso_key"})
+    return sorted(accounts.values(), key=lambda a: a["email"])

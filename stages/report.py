@@ -1,0 +1,70 @@
+"""A plan described for people: what diff prints, what push shows before applying."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+SHOWN = 40  # changes listed by name before "… and N more"
+
+
+def describe_change(change: dict) -> str:
+    """One line: the op, the account and each field's before → after."""
+    before, after = change["before"], change["after"]
+    parts = []
+    for name, new in after.items():
+        old = before.get(name)
+        if change["op"].startswith("create_"):
+            if new not in (None, [], ""):
+                parts.append(f"{name} {_value(new)}")
+        elif isinstance(new, list):
+            added = sorted(set(new) - set(old or []))
+            removed = sorted(set(old or []) - set(new))
+            parts.append(f"{name} " + " ".join([f"+{a}" for a in added] + [f"-{r}" for r in removed]))
+        else:
+            parts.append(f"{name} {_value(old)} → {_value(new)}")
+    detail = "; ".join(parts)
+    return f"{change['op']:<18} {change['email']}" + (f": {detail}" if detail else "")
+
+
+def _value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(value) + "]"
+    if isinstance(value, str):
+        return repr(value) if value else "''"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def describe_plan(header: dict, records: Iterable[dict], limit: int | None = SHOWN) -> str:
+    records = list(records)
+    changes = [r for r in records if r["type"] == "change"]
+    skips = [r for r in records if r["type"] == "skip"]
+    summary = header.get("summary", {})
+    lines = [f"plan: {len(changes)} changes, {len(skips)} accounts left alone"]
+    for op, count in summary.get("changes", {}).items():
+        lines.append(f"  {op:<18} {count:>7}")
+    for reason, count in summary.get("skips", {}).items():
+        lines.append(f"  skip: {reason:<12} {count:>7}")
+    if changes:
+        lines.append("changes:")
+        shown = changes if limit is None else changes[:limit]
+        lines.extend("  " + describe_change(c) for c in shown)
+        if len(shown) < len(changes):
+            lines.append(f"  … and {len(changes) - len(shown)} more (--verbose lists all)")
+    if skips:
+        lines.append("left alone:")
+        shown = skips if limit is None else skips[:limit]
+        lines.extend(f"  {s['reason']:<22} {s['email']}: {s['detail']}" for s in shown)
+        if len(shown) < len(skips):
+            lines.append(f"  … and {len(skips) - len(shown)} more")
+    lines.extend(describe_safety(header.get("safety", {})))
+    return "\n".join(lines)
+
+
+def describe_safety(safety: dict) -> list[str]:
+    if not safety:
+        return []
+    if safety.get("passed"):
+        return [f"safety: passed: {safety.get('destructive', 0)} of {safety.get('managed', 0)} managed accounts "
+                f"suspended, emptied or deleted (limits: {safety.get('max_suspend')} and "
+                f"{safety.get('max_suspend_percent'):g} %)"]
+    return ["safety: REFUSED: this plan must not be applied"] + [f"  - {r}" for r in safety.get("reasons", [])]

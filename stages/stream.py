@@ -1,0 +1,343 @@
+"""Read and write zivsync streams: JSON Lines with a header, typed records and an end record.
+
+The one reader and the one writer every stage uses (DESIGN.md §2):
+
+- a stream is one or more *segments*, each ``header`` → records → ``end`` (with the count);
+- a segment without its end record, with a wrong count, cut off mid-line, or marked
+  ``complete: false`` by its producer is *incomplete*; the reader says so, it does not fail;
+- every record is checked against the schema of its stream kind, on read and on write;
+  a bad record is an error naming the file, line, record type and field;
+- input may be UTF-8 (with or without BOM) or UTF-16 with BOM, with LF or CRLF line ends
+  (what Windows PowerShell 5.1 writes with ``>``); output is always UTF-8 without BOM, LF.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+import orjson
+
+from . import __version__, schema
+
+FORMAT_VERSION = 1
+STDIN_NAME = "<stdin>"
+STDOUT_NAME = "<stdout>"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a stream, located as precisely as we can."""
+
+    file: str
+    line: int | None
+    message: str
+    record_type: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        what = f"{self.record_type} record: " if self.record_type else ""
+        if self.field:
+            what += f"field '{self.field}' "
+        return f"{where}: {what}{self.message}"
+
+
+class StreamError(Exception):
+    """Bad input or output: carries the problem(s) found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass
+class Segment:
+    """One header → records → end run inside a stream."""
+
+    file: str
+    line: int
+    header: dict
+    count: int = 0
+    end: dict | None = None
+    cut_off: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.header["stream"]
+
+    @property
+    def incomplete_reasons(self) -> list[str]:
+        where = f"{self.file}: segment from line {self.line}"
+        if self.cut_off:
+            return [f"{where} is cut off mid-line (the stream was truncated)"]
+        if self.end is None:
+            return [f"{where} has no end record (the producer stopped early)"]
+        reasons = []
+        if self.end["count"] != self.count:
+            reasons.append(f"{where} has {self.count} records but its end record says {self.end['count']}")
+        if self.end.get("complete", True) is False:
+            marked = self.end.get("incomplete_reasons") or ["no reason given"]
+            reasons.extend(f"{where} is marked incomplete by its producer: {r}" for r in marked)
+        return reasons
+
+    @property
+    def complete(self) -> bool:
+        return not self.incomplete_reasons
+
+
+@dataclass
+class Input:
+    """A named binary source: a file or standard input."""
+
+    name: str
+    handle: IO[bytes]
+    sha256: str | None = None  # known once read to the end
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Input":
+        if str(path) == "-":
+            return cls(STDIN_NAME, sys.stdin.buffer)
+        try:
+            return cls(str(path), open(path, "rb"))
+        except OSError as error:
+            raise StreamError([Problem(str(path), None, f"cannot open: {error.strerror}")]) from None
+
+    @property
+    def label(self) -> str:
+        """The name as headers record it: the file name alone, so digests compare across machines."""
+        return self.name if self.name == STDIN_NAME else Path(self.name).name
+
+
+class StreamReader:
+    """Iterate over the records of one or more inputs, checking each.
+
+    ``kinds`` restricts which stream kinds are accepted (None accepts any).
+    With ``collect=True`` every problem is gathered in ``problems`` instead of raising
+    at the first, and invalid records are not yielded (zivsync-validate uses this).
+    After iteration, ``segments``, ``complete`` and ``incomplete_reasons`` describe the stream.
+    """
+
+    def __init__(self, inputs: Iterable[Input], kinds: Iterable[str] | None = None, *, collect: bool = False):
+        self.inputs = list(inputs)
+        self.kinds = tuple(kinds) if kinds else schema.STREAM_KINDS
+        self.collect = collect
+        self.segments: list[Segment] = []
+        self.problems: list[Problem] = []
+
+    # -- results -------------------------------------------------------------------
+    @property
+    def incomplete_reasons(self) -> list[str]:
+        if not self.segments:
+            return ["the stream is empty: no header was read"]
+        return [reason for segment in self.segments for reason in segment.incomplete_reasons]
+
+    @property
+    def complete(self) -> bool:
+        return not self.incomplete_reasons
+
+    @property
+    def headers(self) -> list[dict]:
+        return [segment.header for segment in self.segments]
+
+    # -- reading -------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict]:
+        for source in self.inputs:
+            yield from self._read(source)
+
+    def _problem(self, problem: Problem) -> None:
+        if not self.collect:
+            raise StreamError([problem])
+        self.problems.append(problem)
+
+    def _read(self, source: Input) -> Iterator[dict]:
+        segment: Segment | None = None
+        closed = False  # the current segment saw its end record
+        for number, line, ended in _lines(source):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as error:
+                if not ended and segment is not None:
+                    segment.cut_off = True  # the last line, cut short: a truncated stream
+                    continue
+                self._problem(Problem(source.name, number, f"is not valid JSON ({error})"))
+                continue
+            if not isinstance(record, dict):
+                self._problem(Problem(source.name, number, "is not a JSON object"))
+                continue
+            record_type = record.get("type")
+            if not isinstance(record_type, str):
+                self._problem(Problem(source.name, number, "has no string 'type'", field="type"))
+                continue
+
+            if record_type == "header":
+                if not self._valid(source, number, "plan", record):  # one header schema for all kinds
+                    continue
+                if record["stream"] not in self.kinds:
+                    self._problem(Problem(
+                        source.name, number,
+                        f"is a {record['stream']} stream, expected {' or '.join(self.kinds)}",
+                        "header", "stream"))
+                    continue
+                segment, closed = Segment(source.name, number, record), False
+                self.segments.append(segment)
+            elif segment is None:
+                self._problem(Problem(source.name, number, "comes before any header record", record_type))
+            elif closed:
+                self._problem(Problem(
+                    source.name, number, "follows the end record without a new header", record_type))
+            elif record_type == "end":
+                if self._valid(source, number, segment.kind, record):
+                    segment.end, closed = record, True
+            elif record_type not in schema.record_types(segment.kind):
+                self._problem(Problem(
+                    source.name, number, f"is not a record type of a {segment.kind} stream",
+                    record_type, "type"))
+            elif self._valid(source, number, segment.kind, record):
+                segment.count += 1
+                yield record
+
+    def _valid(self, source: Input, number: int, kind: str, record: dict) -> bool:
+        violation = schema.checker(kind, record["type"]).violation(record)
+        if violation is None:
+            return True
+        self._problem(Problem(source.name, number, violation.message, record["type"], violation.field))
+        return False
+
+
+def _lines(source: Input) -> Iterator[tuple[int, bytes | str, bool]]:
+    """(line number, line without its end, whether it had a line end), decoding by BOM."""
+    handle, digest = source.handle, hashlib.sha256()
+    start = handle.read(4)
+    while len(start) < 4:  # a pipe may deliver fewer bytes than asked
+        more = handle.read(4 - len(start))
+        if not more:
+            break
+        start += more
+    digest.update(start)
+    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        numbered = enumerate(_utf16_lines(start, handle, digest), 1)
+    else:
+        numbered = enumerate(_utf8_lines(start, handle, digest), 1)
+    for number, line in numbered:
+        ended = line.endswith(b"\n") if isinstance(line, bytes) else line.endswith("\n")
+        yield number, line.rstrip(b"\r\n" if isinstance(line, bytes) else "\r\n"), ended
+    source.sha256 = digest.hexdigest()
+
+
+def _utf8_lines(start: bytes, handle: IO[bytes], digest) -> Iterator[bytes]:
+    first = start + handle.readline()
+    digest.update(first[len(start):])
+    if first.startswith(codecs.BOM_UTF8):
+        first = first[len(codecs.BOM_UTF8):]
+    yield from first.splitlines(keepends=True)
+    for line in handle:
+        digest.update(line)
+        yield line
+
+
+def _utf16_lines(start: bytes, handle: IO[bytes], digest) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-16")()
+    pending = decoder.decode(start)
+    while chunk := handle.read(1 << 16):
+        digest.update(chunk)
+        pending += decoder.decode(chunk)
+        *whole, pending = pending.split("\n")
+        for line in whole:
+            yield line + "\n"
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
+
+
+def read_all(inputs: Iterable[Input], kinds: Iterable[str]) -> tuple[list[dict], StreamReader]:
+    """Every record of the inputs, and the reader that knows whether they were complete."""
+    reader = StreamReader(inputs, kinds)
+    return list(reader), reader
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+def created_now() -> str:
+    """The header's timestamp; SOURCE_DATE_EPOCH fixes it for reproducible output."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    seconds = int(epoch) if epoch and epoch.isdigit() else time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+class StreamWriter:
+    """Writes one segment: the header at once, records one by one, the end record on close."""
+
+    def __init__(self, out: IO[bytes], kind: str, producer: str, header: dict | None = None,
+                 name: str = STDOUT_NAME, flush_each: bool = False):
+        self.out, self.kind, self.name, self.flush_each = out, kind, name, flush_each
+        self.count, self.line = 0, 0
+        self._emit({
+            "type": "header", "stream": kind, "version": FORMAT_VERSION,
+            "producer": f"{producer} {__version__}", "created": created_now(), **(header or {}),
+        })
+
+    def write(self, record: dict) -> None:
+        if record.get("type") in ("header", "end") or record.get("type") not in schema.record_types(self.kind):
+            raise StreamError([Problem(self.name, self.line + 1, f"cannot be written into a {self.kind} stream",
+                                       record.get("type"), "type")])
+        self._emit(record)
+        self.count += 1
+
+    def close(self, incomplete_reasons: Iterable[str] = ()) -> None:
+        reasons = list(incomplete_reasons)
+        end: dict = {"type": "end", "count": self.count}
+        if reasons:
+            end.update(complete=False, incomplete_reasons=reasons)
+        self._emit(end)
+        self.out.flush()
+
+    def _emit(self, record: dict) -> None:
+        self.line += 1
+        violation = schema.checker(self.kind, record["type"]).violation(record)
+        if violation is not None:  # a bug of ours: never let it reach the next stage
+            raise StreamError([Problem(self.name, self.line, f"(output) {violation.message}",
+                                       record["type"], violation.field)])
+        self.out.write(orjson.dumps(record) + b"\n")
+        if self.flush_each:
+            self.out.flush()
+
+
+@contextlib.contextmanager
+def open_output(path: str | Path | None) -> Iterator[tuple[IO[bytes], str]]:
+    """Standard output, or a file written atomically: a temporary file renamed into place
+    only when the stage succeeds, so a failed run never leaves half a stream behind."""
+    if path is None or str(path) == "-":
+        yield sys.stdout.buffer, STDOUT_NAME
+        return
+    target = Path(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle, str(target)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def dumps_canonical(value) -> bytes:
+    """Key-sorted JSON: the form digests and change ids are computed over."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def input_digests(inputs: Iterable[Input]) -> list[dict]:
+    """Name and sha256 of each input read, as headers record them for auditors."""
+    return [{"name": source.label, "sha256": source.sha256} for source in inputs]

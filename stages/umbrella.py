@@ -1,0 +1,38 @@
+"""zivsync: the umbrella command; ``zivsync diff …`` is ``zivsync-diff …``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import __version__, cli, diff, normalize, validate
+
+STAGES = [normalize.command, diff.command, validate.command]
+
+
+@click.group(context_settings=cli.CONTEXT_SETTINGS, help="""Keep a Zivver organisation in step with its directory.
+
+\b
+Every sub-command is also an executable of its own (zivsync diff == zivsync-diff).
+Run 'zivsync COMMAND --help' for the options and an example of each.
+
+\b
+Example:
+  zivsync normalize -i ldap.jsonl --claimed-domain example.com | zivsync diff --current current.jsonl ...
+""")
+@click.version_option(__version__, "--version", prog_name="zivsync", message="%(prog)s %(version)s")
+def group():
+    pass
+
+
+for stage_command in STAGES:
+    group.add_command(stage_command, cli.section_name(stage_command))
+
+
+def main() -> None:
+    sys.exit(cli.run(group, prog="zivsync"))
+
+
+if __name__ == "__main__":
+    main()
