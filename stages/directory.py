@@ -379,6 +379,9 @@ def _add_delegates(directory: Directory, scope: Scope, accounts_by_key: dict[str
             continue
         target = denied if permission["deny"] else allowed
         target[id(owner)].update(id(accounts_by_key[p]) for p in people if p in accounts_by_key)
+    for key, owner in accounts_by_key.items():
+        if key in directory.groups:  # a mail-enabled group as a functional account: its members act for it
+            allowed[id(owner)].update(id(accounts_by_key[p]) for p in directory.members(key) if p in accounts_by_key)
     for owner_id, trustees in allowed.items():
         owner = by_id[owner_id]
         delegates = set()

@@ -1,0 +1,113 @@
+"""Shared test helpers: build streams, run the real executables as processes.
+
+Imported by the test modules as ``from helpers import ...`` (pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+FIXED_EPOCH = "1767225600"  # 2026-01-01T00:00:00Z, via SOURCE_DATE_EPOCH
+
+
+def header(stream: str, **extra) -> dict:
+    return {"type": "header", "stream": stream, "version": 1, "producer": "tests 0",
+            "created": "2026-01-01T00:00:00Z", **extra}
+
+
+def segment(stream: str, records: list[dict], *, end: bool = True, count: int | None = None, **extra) -> list[dict]:
+    lines = [header(stream, **extra), *records]
+    if end:
+        lines.append({"type": "end", "count": len(records) if count is None else count})
+    return lines
+
+
+def jsonl(lines: list[dict]) -> bytes:
+    return b"".join(orjson.dumps(line) + b"\n" for line in lines)
+
+
+def write_stream(path: Path, stream: str, records: list[dict], **kwargs) -> Path:
+    path.write_bytes(jsonl(segment(stream, records, **kwargs)))
+    return path
+
+
+def read_jsonl(data: bytes | Path) -> list[dict]:
+    raw = data.read_bytes() if isinstance(data, Path) else data
+    return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+
+
+def person(anchor: str, mail: str | None, *, source: str = "ldap", addresses: list[str] | None = None,
+           enabled: bool | None = True, mailbox: str = "user", **extra) -> dict:
+    record = {"type": "person", "source": source, "anchor": anchor, "mail": mail,
+              "addresses": addresses if addresses is not None else ([mail] if mail else []),
+              "enabled": enabled, "mailbox": mailbox}
+    record.update(extra)
+    return record
+
+
+def group(gid: str, members: list[str], *, source: str = "ldap", name: str | None = None,
+          mail: str | None = None, **extra) -> dict:
+    record = {"type": "group", "source": source, "id": gid, "name": name or gid, "mail": mail,
+              "addresses": [mail] if mail else [], "mail_enabled": bool(mail), "security_enabled": True,
+              "members": members}
+    record.update(extra)
+    return record
+
+
+def permission(mailbox: str, trustee: str, *, rights=("FullAccess",), inherited=False, deny=False,
+               source: str = "ldap") -> dict:
+    return {"type": "permission", "source": source, "mailbox": mailbox, "trustee": trustee,
+            "rights": list(rights), "inherited": inherited, "deny": deny}
+
+
+def account(email: str, *, kind: str = "user", name: str | None = None, active: bool = True,
+            aliases=(), delegates=(), zivver_id: str | None = None, **extra) -> dict:
+    record = {"type": "account", "kind": kind, "email": email, "name": name or email.split("@")[0],
+              "active": active, "aliases": sorted(aliases), "delegates": sorted(delegates)}
+    if zivver_id is not None:
+        record["zivver_id"] = zivver_id
+    record.update(extra)
+    return record
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def records(self) -> list[dict]:
+        return read_jsonl(self.stdout)
+
+
+def executable(name: str) -> list[str]:
+    """The installed console script next to this Python, else the module."""
+    script = Path(sys.executable).parent / name
+    if script.exists():
+        return [str(script)]
+    found = shutil.which(name)
+    if found:
+        return [found]
+    module = "umbrella" if name == "zivsync" else name.removeprefix("zivsync-")
+    return [sys.executable, "-m", f"stages.{module}"]
+
+
+def run(name: str, *args: str | Path, input: bytes | None = None, env: dict | None = None,
+        cwd: Path | None = None, timeout: float = 120) -> Ran:
+    """Run a zivsync executable as its own process, as an administrator would."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")}
+    environment["SOURCE_DATE_EPOCH"] = FIXED_EPOCH
+    environment.update(env or {})
+    done = subprocess.run(
+        executable(name) + [str(a) for a in args], input=input if input is not None else b"",
+        capture_output=True, env=environment, cwd=cwd, timeout=timeout)
+    return Ran(done.returncode, done.stdout, done.stderr.decode("utf-8", "replace"))

@@ -1,0 +1,255 @@
+"""The rules of diff (DESIGN.md §4), one test each, on the pure function."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import account
+from stages.planning import DiffOptions, diff
+from stages.state import MappedAccount, Mapping
+
+CLAIMED = frozenset({"example.com", "example.nl"})
+LOOSE = dict(max_suspend=10**6, max_suspend_percent=100.0)
+
+
+def options(**kwargs) -> DiffOptions:
+    return DiffOptions(claimed_domains=CLAIMED, **{**LOOSE, **kwargs})
+
+
+def plan(desired, current, **kwargs):
+    mapping = kwargs.pop("mapping", None)
+    complete = kwargs.pop("desired_complete", True)
+    held = kwargs.pop("held", ())
+    return diff(desired, current, options(**kwargs), mapping=mapping, desired_complete=complete, held=held)
+
+
+def ops(result) -> list[tuple[str, str]]:
+    return [(c["op"], c["email"]) for c in result.changes]
+
+
+def only_change(result) -> dict:
+    (change,) = result.changes
+    return change
+
+
+def mapping(*entries: tuple[str, str, list[str]]) -> Mapping:
+    m = Mapping()
+    for zivver_id, email, anchors in entries:
+        m.record(MappedAccount(zivver_id, email, "user", anchors))
+    return m
+
+
+def test_same_state_gives_empty_plan():
+    state = [account("ann@example.com", zivver_id="z1"), account("team@example.com", kind="functional",
+                                                                delegates=["ann@example.com"], zivver_id="z2")]
+    assert plan(state, state).changes == []
+
+
+def test_create_user_carries_every_field_and_the_sso_key():
+    change = only_change(plan([account("ann@example.com", name="Ann", aliases=["a@example.com"],
+                                       sso_key="guid-1", phone="+31612345678", anchors=["guid-1"])], []))
+    assert change["op"] == "create_user" and change["zivver_id"] is None and change["before"] == {}
+    assert change["after"] == {"email": "ann@example.com", "name": "Ann", "active": True, "aliases": ["a@example.com"],
+                               "delegates": [], "phone": "+31612345678", "sso_key": "guid-1"}
+    assert change["sso_key"] == "guid-1" and change["anchors"] == ["guid-1"]
+
+
+def test_inactive_user_not_in_zivver_is_not_created():
+    result = plan([account("ann@example.com", active=False)], [])
+    assert result.changes == [] and result.skips[0]["reason"] == "inactive_not_in_zivver"
+
+
+def test_update_user_lists_only_changed_fields_before_and_after():
+    change = only_change(plan([account("ann@example.com", name="Ann Smith", aliases=["a@example.com"])],
+                              [account("ann@example.com", name="Ann", zivver_id="z1")]))
+    assert change["op"] == "update_user" and change["zivver_id"] == "z1" and change["match"] == "email"
+    assert change["before"] == {"name": "Ann", "aliases": []}
+    assert change["after"] == {"name": "Ann Smith", "aliases": ["a@example.com"]}
+
+
+def test_suspend_user_disabled_in_directory():
+    change = only_change(plan([account("ann@example.com", active=False)], [account("ann@example.com", zivver_id="z1")]))
+    assert change["op"] == "suspend_user" and change["after"] == {"active": False}
+
+
+def test_suspend_user_gone_from_directory():
+    staying = account("bob@example.com", zivver_id="z2")
+    change = only_change(plan([staying], [account("ann@example.com", zivver_id="z1"), staying]))
+    assert (change["op"], change["before"], change["after"]) == ("suspend_user", {"active": True}, {"active": False})
+
+
+def test_already_suspended_user_gone_from_directory_needs_nothing():
+    assert plan([account("bob@example.com")], [account("ann@example.com", active=False, zivver_id="z1"),
+                                                account("bob@example.com", zivver_id="z2")]).changes == []
+
+
+def test_reactivate_user():
+    change = only_change(plan([account("ann@example.com")], [account("ann@example.com", active=False, zivver_id="z1")]))
+    assert change["op"] == "reactivate_user" and change["after"] == {"active": True}
+
+
+def test_create_and_update_functional():
+    result = plan([account("team@example.com", kind="functional", delegates=["ann@example.com"]),
+                   account("desk@example.com", kind="functional", delegates=["ann@example.com"])],
+                  [account("desk@example.com", kind="functional", zivver_id="z9")])
+    assert ops(result) == [("create_functional", "team@example.com"), ("update_functional", "desk@example.com")]
+    assert result.changes[1]["after"] == {"delegates": ["ann@example.com"]}
+
+
+def test_functional_gone_from_directory_is_emptied_not_deleted():
+    staying = account("bob@example.com", zivver_id="z2")
+    change = only_change(plan([staying], [account("team@example.com", kind="functional", delegates=["ann@example.com"],
+                                                  zivver_id="z1"), staying]))
+    assert change["op"] == "empty_functional"
+    assert (change["before"], change["after"]) == ({"delegates": ["ann@example.com"]}, {"delegates": []})
+
+
+def test_functional_active_flag_is_never_compared():
+    desired = [account("team@example.com", kind="functional", active=True)]
+    current = [account("team@example.com", kind="functional", active=False, zivver_id="z1")]
+    assert plan(desired, current).changes == []
+
+
+def test_rename_matched_by_anchor_in_the_mapping():
+    result = plan([account("ann.smith@example.com", aliases=["ann@example.com"], anchors=["guid-1"])],
+                  [account("ann@example.com", zivver_id="z1")], mapping=mapping(("z1", "ann@example.com", ["guid-1"])))
+    change = only_change(result)
+    assert (change["op"], change["match"], change["zivver_id"]) == ("rename_user", "anchor", "z1")
+    assert change["before"]["email"] == "ann@example.com" and change["after"]["email"] == "ann.smith@example.com"
+    assert change["after"]["aliases"] == ["ann@example.com"]
+
+
+def test_rename_matched_by_alias_without_a_mapping():
+    change = only_change(plan([account("ann.smith@example.com", aliases=["ann@example.com"])],
+                              [account("ann@example.com", zivver_id="z1")]))
+    assert (change["op"], change["match"]) == ("rename_user", "alias")
+
+
+def test_rename_to_an_address_that_was_an_alias_in_zivver():
+    change = only_change(plan([account("ann.smith@example.com", name="Ann", aliases=["ann@example.com"])],
+                              [account("ann@example.com", name="Ann", aliases=["ann.smith@example.com"], zivver_id="z1")]))
+    assert change["op"] == "rename_user"
+    assert change["after"] == {"email": "ann.smith@example.com", "aliases": ["ann@example.com"]}
+
+
+def test_anchor_match_wins_over_address_match():
+    result = plan([account("ann@example.com", anchors=["guid-2"])],
+                  [account("ann@example.com", zivver_id="z1"), account("old@example.com", zivver_id="z2")],
+                  mapping=mapping(("z2", "old@example.com", ["guid-2"])))
+    assert ops(result) == [("rename_user", "ann@example.com"), ("suspend_user", "ann@example.com")]
+    assert [c["zivver_id"] for c in result.changes] == ["z2", "z1"]
+
+
+def test_reused_address_is_not_handed_to_a_newcomer():
+    # z1 belonged to guid-old (a leaver); a newcomer guid-new got the same address
+    result = plan([account("jan@example.com", anchors=["guid-new"])], [account("jan@example.com", zivver_id="z1")],
+                  mapping=mapping(("z1", "jan@example.com", ["guid-old"])))
+    assert ops(result) == [("suspend_user", "jan@example.com")]
+    assert result.skips[0]["reason"] == "ambiguous_match" and "reused" in result.skips[0]["detail"]
+
+
+def test_type_conflict_is_skipped_both_ways():
+    result = plan([account("team@example.com", kind="functional"), account("ann@example.com")],
+                  [account("team@example.com", zivver_id="z1"), account("ann@example.com", kind="functional",
+                                                                        delegates=["x@example.com"], zivver_id="z2")])
+    assert result.changes == []
+    assert [s["reason"] for s in result.skips] == ["type_conflict", "type_conflict"]
+
+
+def test_zivver_account_outside_claimed_domains_is_left_alone():
+    result = plan([], [account("ann@elsewhere.org", zivver_id="z1")])
+    assert result.changes == [] and result.skips[0]["reason"] == "outside_claimed_domains"
+
+
+def test_desired_account_outside_claimed_domains_is_skipped():
+    result = plan([account("ann@elsewhere.org")], [])
+    assert result.changes == [] and result.skips[0]["reason"] == "outside_claimed_domains"
+
+
+def test_target_exclude_protects_accounts():
+    result = plan([account("admin@example.com", name="Changed")],
+                  [account("admin@example.com", zivver_id="z1"), account("admin-2@example.com", zivver_id="z2")],
+                  exclude=("admin*@example.com",))
+    assert result.changes == [] and {s["reason"] for s in result.skips} == {"excluded"}
+
+
+def test_held_account_is_not_suspended():
+    result = plan([], [account("ann@example.com", zivver_id="z1")], held={"ann@example.com"})
+    assert result.changes == [] and result.skips[0]["reason"] == "source_conflict"
+
+
+def test_phone_unknown_in_directory_is_not_cleared():
+    current = [account("ann@example.com", phone="+31612345678", zivver_id="z1")]
+    assert plan([account("ann@example.com", phone=None)], current).changes == []
+    change = only_change(plan([account("ann@example.com", phone="+31687654321")], current))
+    assert change["after"] == {"phone": "+31687654321"}
+
+
+def test_sso_key_changes_only_when_asked_and_only_against_what_was_pushed():
+    desired = [account("ann@example.com", sso_key="new-key", anchors=["g"])]
+    current = [account("ann@example.com", zivver_id="z1")]
+    pushed = Mapping()
+    pushed.record(MappedAccount("z1", "ann@example.com", "user", ["g"], sso_key="old-key"))
+    assert plan(desired, current, mapping=pushed).changes == []
+    change = only_change(plan(desired, current, mapping=pushed, update_sso_keys=True))
+    assert (change["before"], change["after"]) == ({"sso_key": "old-key"}, {"sso_key": "new-key"})
+
+
+def test_deletion_only_behind_its_option_and_threshold():
+    current = [account("ann@example.com", zivver_id="z1")]
+    assert ops(plan([account("bob@example.com")], current + [account("bob@example.com", zivver_id="z2")],
+                    delete_missing=True, max_delete=1)) == [("delete_user", "ann@example.com")]
+    refused = plan([account("bob@example.com")], current + [account("bob@example.com", zivver_id="z2")],
+                   delete_missing=True, max_delete=0)
+    assert not refused.safety.passed and "--max-delete" in refused.safety.reasons[0]
+
+
+def many(n: int, **kwargs) -> list[dict]:
+    return [account(f"user{i:03}@example.com", zivver_id=f"z{i}", **kwargs) for i in range(n)]
+
+
+def test_safety_refuses_more_suspensions_than_the_count_limit():
+    current = many(200)
+    result = diff(current[:140], current, DiffOptions(claimed_domains=CLAIMED, max_suspend=50, max_suspend_percent=100))
+    assert not result.safety.passed and result.safety.destructive == 60
+    assert "--max-suspend" in result.safety.reasons[0]
+
+
+def test_safety_refuses_more_than_the_share_limit():
+    current = many(100)
+    result = diff(current[:89], current, DiffOptions(claimed_domains=CLAIMED))
+    assert not result.safety.passed and "11 of 100" in result.safety.reasons[0]
+    assert diff(current[:90], current, DiffOptions(claimed_domains=CLAIMED)).safety.passed
+
+
+def test_incomplete_desired_stream_never_suspends_or_empties():
+    current = many(3) + [account("team@example.com", kind="functional", delegates=["user000@example.com"], zivver_id="f")]
+    desired = [account("user000@example.com", name="New name"), account("new@example.com")]
+    result = plan(desired, current, desired_complete=False)
+    assert {c["op"] for c in result.changes} == {"create_user", "update_user"}
+    assert sorted(s["op"] for s in result.skips if s["reason"] == "desired_incomplete") == [
+        "empty_functional", "suspend_user", "suspend_user"]
+    assert not result.safety.passed and result.safety.withheld == 3
+
+
+def test_empty_desired_stream_suspends_nobody():
+    result = plan([], many(3), desired_complete=True)
+    assert result.changes == [] and not result.safety.passed and "empty" in result.safety.reasons[0]
+
+
+def test_changes_come_in_push_order_and_have_stable_ids():
+    desired = [account("new@example.com"), account("team@example.com", kind="functional", delegates=["new@example.com"]),
+               account("ann@example.com", name="Ann 2")]
+    current = [account("ann@example.com", zivver_id="z1"), account("gone@example.com", zivver_id="z2")]
+    first, second = plan(desired, current), plan(list(reversed(desired)), list(reversed(current)))
+    assert ops(first) == [("create_user", "new@example.com"), ("create_functional", "team@example.com"),
+                          ("update_user", "ann@example.com"), ("suspend_user", "gone@example.com")]
+    assert first.records == second.records
+    assert len({c["id"] for c in first.changes}) == 4
+
+
+@pytest.mark.parametrize("field", ["aliases", "delegates"])
+def test_list_order_alone_is_no_change(field):
+    desired = [account("ann@example.com", **{field: ["b@example.com", "a@example.com"]})]
+    current = [dict(account("ann@example.com", zivver_id="z1"), **{field: ["b@example.com", "a@example.com"]})]
+    assert plan(desired, current).changes == []
