@@ -208,7 +208,11 @@ def stage(name: str, help: str) -> Callable[[Callable], click.Command]:
         @functools.wraps(func)
         def callback(verbose: bool, quiet: bool, log_format: str, config: str | None, **kwargs):
             setup_logging(name, verbose, quiet, log_format)
-            return func(**kwargs)
+            try:
+                return func(**kwargs)
+            except BrokenPipeError:  # caught here: click's own handler would exit 1
+                _silence_stdout()
+                return ExitStatus.OK
 
         params = [
             click.option("--config", type=click.Path(dir_okay=False), envvar="ZIVSYNC_CONFIG",
@@ -250,9 +254,6 @@ def run(command: click.Command, args: list[str] | None = None, prog: str | None 
     except ZivsyncError as error:
         click.echo(f"{prog}: error: {error}", err=True)
         return error.status
-    except BrokenPipeError:
-        _silence_stdout()
-        return ExitStatus.OK
     except KeyboardInterrupt:
         click.echo(f"{prog}: interrupted", err=True)
         return 130
