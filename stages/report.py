@@ -14,7 +14,7 @@ def describe_change(change: dict) -> str:
     for name, new in after.items():
         old = before.get(name)
         if change["op"].startswith("create_"):
-            if new not in (None, [], ""):
+            if new not in (None, [], "") and name != "email":
                 parts.append(f"{name} {_value(new)}")
         elif isinstance(new, list):
             added = sorted(set(new) - set(old or []))
@@ -43,7 +43,7 @@ def describe_plan(header: dict, records: Iterable[dict], limit: int | None = SHO
     for op, count in summary.get("changes", {}).items():
         lines.append(f"  {op:<18} {count:>7}")
     for reason, count in summary.get("skips", {}).items():
-        lines.append(f"  skip: {reason:<12} {count:>7}")
+        lines.append(f"  left alone: {reason} ({count})")
     if changes:
         lines.append("changes:")
         shown = changes if limit is None else changes[:limit]

@@ -199,13 +199,14 @@ class StreamReader:
             elif record_type == "end":
                 if self._valid(source, number, segment.kind, record):
                     segment.end, closed = record, True
-            elif record_type not in schema.record_types(segment.kind):
-                self._problem(Problem(
-                    source.name, number, f"is not a record type of a {segment.kind} stream",
-                    record_type, "type"))
-            elif self._valid(source, number, segment.kind, record):
-                segment.count += 1
-                yield record
+            else:
+                segment.count += 1  # counted even when invalid: the count is about the lines
+                if record_type not in schema.record_types(segment.kind):
+                    self._problem(Problem(
+                        source.name, number, f"is not a record type of a {segment.kind} stream",
+                        record_type, "type"))
+                elif self._valid(source, number, segment.kind, record):
+                    yield record
 
     def _valid(self, source: Input, number: int, kind: str, record: dict) -> bool:
         violation = schema.checker(kind, record["type"]).violation(record)

@@ -43,7 +43,7 @@ def command(files: tuple[str, ...], strict: bool):
             click.echo(str(problem), err=True)
         kinds = sorted({segment.kind for segment in reader.segments}) or ["no"]
         completeness = "complete" if reader.complete else "INCOMPLETE"
-        verdict = "valid" if not reader.problems else f"INVALID ({len(reader.problems)} problems)"
+        verdict = "valid" if not reader.problems else f"INVALID ({len(reader.problems)} problem{'s' if len(reader.problems) > 1 else ''})"
         click.echo(f"{source.name}: {verdict}, {completeness}: {'/'.join(kinds)} stream, "
                    f"{len(reader.segments)} segment(s), {records} valid records", err=True)
         for reason in reader.incomplete_reasons:
