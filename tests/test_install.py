@@ -1,0 +1,44 @@
+"""`pip install .` into a fresh virtual environment, then run from outside the checkout:
+the schemas must ship inside the wheel, and every console script must be there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import EXAMPLES, ROOT
+
+SCRIPTS = ["zivsync", "zivsync-normalize", "zivsync-diff", "zivsync-validate"]
+
+
+def test_installed_wheel_works_outside_the_checkout(tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
+    installed = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(ROOT)],
+                               capture_output=True, text=True, cwd=tmp_path)
+    assert installed.returncode == 0, installed.stderr
+
+    for script in SCRIPTS:
+        assert (bin_dir / script).exists(), f"console script {script} missing"
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(EXAMPLES / "directory-ldap.jsonl", work)
+    environment = {"PATH": str(bin_dir), "SOURCE_DATE_EPOCH": "0", "SYSTEMROOT": os.environ.get("SYSTEMROOT", "")}
+    checked = subprocess.run([str(bin_dir / "zivsync-validate"), "directory-ldap.jsonl"],
+                             capture_output=True, text=True, cwd=work, env=environment)
+    assert checked.returncode == 0 and "valid, complete" in checked.stderr, checked.stderr
+
+    normalized = subprocess.run([str(bin_dir / "zivsync"), "normalize", "--claimed-domain", "fabrikam.example",
+                                 "-i", "directory-ldap.jsonl", "-o", "desired.jsonl"],
+                                capture_output=True, text=True, cwd=work, env=environment)
+    assert normalized.returncode == 0, normalized.stderr
+    assert (work / "desired.jsonl").read_bytes().endswith(b'"type":"end","count":' +
+                                                         str(len((work / "desired.jsonl").read_bytes().splitlines()) - 2).encode() + b"}\n")
+
+    where = subprocess.run([str(bin_dir / "python"), "-c", "import stages.schema as s; print(s.schema_dir())"],
+                           capture_output=True, text=True, cwd=work, env=environment)
+    assert str(venv) in where.stdout, "schemas must come from the installed wheel, not the checkout"
