@@ -67,11 +67,63 @@ class Result:
 
 
 @dataclass(slots=True)
+class Person:
+    """What normalize keeps of a person record: small, since 100,000 of them stay in memory.
+    Addresses, DNs and other names are lower case; they are compared without case."""
+
+    source: str
+    key: str  # the anchor
+    mail: str | None
+    addresses: tuple[str, ...]
+    enabled: bool | None
+    mailbox: str
+    name: str | None  # the display name, or given name and surname
+    phone: str | None
+    sso_key: str | None
+    dn: str
+    other_names: tuple[str, ...]  # UPN, SID, sAMAccountName, DN: what a trustee may be called
+
+    @classmethod
+    def of(cls, record: dict) -> "Person":
+        name = record.get("display_name") or " ".join(
+            p for p in (record.get("given_name"), record.get("surname")) if p) or None
+        return cls(
+            record["source"], record["anchor"].lower(), record["mail"].lower() if record["mail"] else None,
+            tuple(a.lower() for a in record["addresses"]), record["enabled"], record["mailbox"], name,
+            record.get("phone"), record.get("sso_key"), (record.get("dn") or "").lower(),
+            _names(record.get("upn"), record.get("sid"), record.get("sam_account_name"), record.get("dn")))
+
+
+@dataclass(slots=True)
+class Group:
+    source: str
+    key: str  # the id
+    name: str
+    mail: str | None
+    addresses: tuple[str, ...]
+    mail_enabled: bool
+    members: tuple[str, ...]  # ids of persons and groups
+    other_names: tuple[str, ...]  # SID, DN, name
+
+    @classmethod
+    def of(cls, record: dict) -> "Group":
+        return cls(
+            record["source"], record["id"].lower(), record["name"], (record.get("mail") or "").lower() or None,
+            tuple(a.lower() for a in record.get("addresses") or ()), bool(record.get("mail_enabled")),
+            tuple(m.lower() for m in record["members"]),
+            _names(record.get("sid"), record.get("dn"), record.get("name")))
+
+
+def _names(*names: str | None) -> tuple[str, ...]:
+    return tuple(n.lower() for n in names if n)
+
+
+@dataclass(slots=True)
 class Candidate:
     """One source's view of one would-be account."""
 
     source: str
-    key: str  # the directory object's anchor or id, lower case
+    key: str  # the directory object's anchor or id
     email: str
     kind: str
     name: str
@@ -85,42 +137,44 @@ class Directory:
     """The directory records of all inputs, indexed for resolving references."""
 
     def __init__(self, records: Iterable[dict]):
-        self.persons: dict[str, list[dict]] = defaultdict(list)  # by lower-case anchor
-        self.groups: dict[str, dict] = {}  # by lower-case id
+        self.persons: dict[str, list[Person]] = {}  # by anchor; one per source that has it
+        self.groups: dict[str, Group] = {}  # by id
         self.permissions: list[dict] = []
         self.errors: list[dict] = []
         self.sources: list[str] = []  # in order of first appearance
-        self._group_extra: dict[str, list[str]] = defaultdict(list)  # memberOf, turned around
+        self._member_of: dict[str, list[str]] = defaultdict(list)  # persons' memberOf, turned around
         self._by_address: dict[str, str] = {}
         self._by_other: dict[str, str] | None = None
         self._members: dict[str, frozenset[str]] = {}
         for record in records:
             self._add(record)
-        self.sources_with_groups = {group["source"] for group in self.groups.values()}
+        self.sources_with_groups = {group.source for group in self.groups.values()}
 
     def _add(self, record: dict) -> None:
         kind, source = record["type"], record["source"]
         if source not in self.sources:
             self.sources.append(source)
         if kind == "person":
-            key = record["anchor"].lower()
-            self.persons[key].append(record)
+            person = Person.of(record)
+            self.persons.setdefault(person.key, []).append(person)
             for group in record.get("groups") or ():
-                self._group_extra[group.lower()].append(key)
-            self._index_addresses(key, record)
+                self._member_of[group.lower()].append(person.key)
+            self._index_addresses(person.key, person.mail, person.addresses)
         elif kind == "group":
-            key = record["id"].lower()
-            self.groups[key] = record
-            self._index_addresses(key, record)
+            group = Group.of(record)
+            self.groups[group.key] = group
+            self._index_addresses(group.key, group.mail, group.addresses)
         elif kind == "permission":
             self.permissions.append(record)
         elif kind == "error":
             self.errors.append(record)
 
-    def _index_addresses(self, key: str, record: dict) -> None:
-        for address in (record.get("mail"), *(record.get("addresses") or ())):
-            if address:
-                self._by_address.setdefault(address.lower(), key)
+    def _index_addresses(self, key: str, mail: str | None, addresses: tuple[str, ...]) -> None:
+        setdefault = self._by_address.setdefault
+        if mail:
+            setdefault(mail, key)
+        for address in addresses:
+            setdefault(address, key)
 
     def resolve(self, reference: str) -> str | None:
         """The key of the person or group a permission names, by anchor/id, e-mail address,
@@ -139,15 +193,13 @@ class Directory:
     def _index_other_names(self) -> dict[str, str]:
         """UPN, SID, sAMAccountName and DN, built only when a reference needs them."""
         index: dict[str, str] = {}
-        for key, records in self.persons.items():
-            for record in records:
-                for name in (record.get("upn"), record.get("sid"), record.get("sam_account_name"), record.get("dn")):
-                    if name:
-                        index.setdefault(name.lower(), key)
+        for key, persons in self.persons.items():
+            for person in persons:
+                for name in person.other_names:
+                    index.setdefault(name, key)
         for key, group in self.groups.items():
-            for name in (group.get("sid"), group.get("dn"), group.get("name")):
-                if name:
-                    index.setdefault(name.lower(), key)
+            for name in group.other_names:
+                index.setdefault(name, key)
         return index
 
     def members(self, group_key: str) -> frozenset[str]:
@@ -159,13 +211,13 @@ class Directory:
         while pending:
             current = pending.pop()
             group = self.groups.get(current)
-            direct = [m.lower() for m in group["members"]] if group else []
-            for member in direct + self._group_extra.get(current, []):
-                if member in self.persons:
-                    people.add(member)
-                elif member in self.groups and member not in seen:
-                    seen.add(member)
-                    pending.append(member)
+            for members in (group.members if group else (), self._member_of.get(current, ())):
+                for member in members:
+                    if member in self.persons:
+                        people.add(member)
+                    elif member in self.groups and member not in seen:
+                        seen.add(member)
+                        pending.append(member)
         self._members[group_key] = frozenset(people)
         return self._members[group_key]
 
@@ -193,7 +245,7 @@ def normalize(records: Iterable[dict], scope: Scope) -> Result:
             result.accounts.append(account)
             for candidate in cluster:
                 accounts_by_key[candidate.key] = account
-    _add_delegates(directory, scope, accounts_by_key, result)
+    _add_delegates(directory, accounts_by_key, result)
     _settle_aliases(result)
     result.accounts.sort(key=lambda a: a["email"])
     result.conflicts.sort(key=lambda c: (c["email"], c["field"]))
@@ -201,52 +253,50 @@ def normalize(records: Iterable[dict], scope: Scope) -> Result:
 
 
 def _candidates(directory: Directory, scope: Scope, dropped: Counter) -> list[Candidate]:
-    excluded = _excluded_by_group(directory, scope)
+    groups = _group_filters(directory, scope)
+    filtering = bool(scope.include_ous or scope.exclude_ous or scope.include_groups or scope.exclude_groups
+                     or scope.include_addresses or scope.exclude_addresses)
     candidates = []
-    for key, records in directory.persons.items():
-        for record in records:
-            candidate = _person_candidate(key, record, scope, dropped)
+    for persons in directory.persons.values():
+        for person in persons:
+            candidate = _person_candidate(person, scope, dropped)
             if candidate is None:
                 continue
-            reason = _out_of_scope(record, candidate.email, scope, excluded, directory)
+            reason = filtering and _out_of_scope(person, candidate.email, scope, groups, directory)
             if reason:
                 dropped[reason] += 1
                 continue
             candidates.append(candidate)
     if scope.groups_as_functional:
         for key, group in directory.groups.items():
-            if group.get("mail_enabled") and group.get("mail"):
-                email = group["mail"].lower()
-                if not scope.claims(email):
+            if group.mail_enabled and group.mail:
+                if not scope.claims(group.mail):
                     dropped["group outside the claimed domains"] += 1
                     continue
                 candidates.append(Candidate(
-                    group["source"], key, email, "functional", group["name"] or email.partition("@")[0],
-                    None, tuple(a.lower() for a in group.get("addresses") or ()), None, None))
+                    group.source, key, group.mail, "functional", group.name or group.mail.partition("@")[0],
+                    None, group.addresses, None, None))
     return candidates
 
 
-def _person_candidate(key: str, record: dict, scope: Scope, dropped: Counter) -> Candidate | None:
-    mailbox = record["mailbox"]
+def _person_candidate(person: Person, scope: Scope, dropped: Counter) -> Candidate | None:
+    mailbox = person.mailbox
     if mailbox in ("room", "equipment") and not scope.resource_mailboxes:
         dropped[f"{mailbox} mailbox (not synced unless resource mailboxes are included)"] += 1
         return None
-    if not record["mail"]:
+    email = person.mail
+    if not email:
         dropped["no primary e-mail address"] += 1
         return None
-    email = record["mail"].lower()
-    if not scope.claims(email):
+    if email[email.rfind("@") + 1:] not in scope.claimed_domains:
         dropped["primary address outside the claimed domains"] += 1
         return None
     kind = "user" if mailbox in ("user", "none") else "functional"
-    name = record.get("display_name") or " ".join(
-        p for p in (record.get("given_name"), record.get("surname")) if p) or email.partition("@")[0]
-    return Candidate(
-        record["source"], key, email, kind, name, record["enabled"],
-        tuple(a.lower() for a in record["addresses"]), record.get("phone"), record.get("sso_key"))
+    return Candidate(person.source, person.key, email, kind, person.name or email.partition("@")[0],
+                     person.enabled, person.addresses, person.phone, person.sso_key)
 
 
-def _excluded_by_group(directory: Directory, scope: Scope) -> tuple[set[str] | None, set[str]]:
+def _group_filters(directory: Directory, scope: Scope) -> tuple[set[str] | None, set[str]]:
     """(people inside the include groups, or None when not filtering; people in exclude groups)."""
 
     def people(names: tuple[str, ...]) -> set[str]:
@@ -262,22 +312,21 @@ def _excluded_by_group(directory: Directory, scope: Scope) -> tuple[set[str] | N
     return included, people(scope.exclude_groups)
 
 
-def _out_of_scope(record: dict, email: str, scope: Scope, groups, directory: Directory) -> str | None:
+def _out_of_scope(person: Person, email: str, scope: Scope, groups, directory: Directory) -> str | None:
     """Why an object is outside the include/exclude filters, or None.
 
     A filter applies to the records whose source carries what it looks at: OU filters to
     records with a DN, group filters to sources that list groups."""
-    dn = (record.get("dn") or "").lower()
+    dn = person.dn
     if dn:
         if scope.include_ous and not any(dn.endswith(ou.lower()) for ou in scope.include_ous):
             return "outside the included OUs"
         if any(dn.endswith(ou.lower()) for ou in scope.exclude_ous):
             return "in an excluded OU"
     included, excluded = groups
-    key = record["anchor"].lower()
-    if included is not None and record["source"] in directory.sources_with_groups and key not in included:
+    if included is not None and person.source in directory.sources_with_groups and person.key not in included:
         return "not a member of an included group"
-    if key in excluded:
+    if person.key in excluded:
         return "member of an excluded group"
     if scope.include_addresses and not any(fnmatch.fnmatchcase(email, p.lower()) for p in scope.include_addresses):
         return "address not matched by the include patterns"
@@ -296,13 +345,13 @@ def _clusters(candidates: list[Candidate]) -> list[list[Candidate]]:
             i = parent[i]
         return i
 
-    first_by: dict[tuple[str, str], int] = {}
+    by_key: dict[str, int] = {}
+    by_email: dict[str, int] = {}
     for index, candidate in enumerate(candidates):
-        for link in (("key", candidate.key), ("email", candidate.email)):
-            if link in first_by:
-                parent[find(index)] = find(first_by[link])
-            else:
-                first_by[link] = index
+        for seen, value in ((by_key, candidate.key), (by_email, candidate.email)):
+            first = seen.setdefault(value, index)
+            if first != index:
+                parent[find(index)] = find(first)
     clusters: dict[int, list[Candidate]] = defaultdict(list)
     for index, candidate in enumerate(candidates):
         clusters[find(index)].append(candidate)
@@ -311,6 +360,8 @@ def _clusters(candidates: list[Candidate]) -> list[list[Candidate]]:
 
 def _merge(cluster: list[Candidate], scope: Scope, priority: dict[str, int]) -> tuple[dict | None, list[dict]]:
     """One account from the sources' views of it, and the conflicts between them."""
+    if len(cluster) == 1:  # one source knows it, as for nearly every account: nothing to reconcile
+        return _account(cluster, scope, cluster[0].sso_key, cluster[0].phone), []
     cluster.sort(key=lambda c: (priority.get(c.source, len(priority)), c.source, c.key))
     values = {
         "email": [(c, c.email) for c in cluster],
@@ -336,28 +387,44 @@ def _merge(cluster: list[Candidate], scope: Scope, priority: dict[str, int]) -> 
             })
     if held:
         return None, conflicts
+    sso_key = values["sso_key"][0][1] if values["sso_key"] else None
+    phone = values["phone"][0][1] if values["phone"] else None
+    return _account(cluster, scope, sso_key, phone), conflicts
+
+
+def _account(cluster: list[Candidate], scope: Scope, sso_key: str | None, phone: str | None) -> dict:
     first = cluster[0]
-    kind = first.kind
-    account = {
+    claimed = scope.claimed_domains
+    aliases = {a for c in cluster for a in c.addresses if a != first.email and a[a.rfind("@") + 1:] in claimed}
+    functional = first.kind == "functional"
+    return {
         "type": "account",
-        "kind": kind,
+        "kind": first.kind,
         "email": first.email,
         "name": first.name,
-        "active": True if kind == "functional" else all(v for _, v in values["active"]),
-        "aliases": sorted({a for c in cluster for a in c.addresses if a != first.email and scope.claims(a)}),
+        "active": True if functional else all(c.enabled is not False for c in cluster),
+        "aliases": sorted(aliases),
         "delegates": [],
-        "sso_key": values["sso_key"][0][1] if values["sso_key"] else None,
-        "phone": values["phone"][0][1] if values["phone"] else None,
+        "sso_key": sso_key,
+        "phone": phone,
         "anchors": sorted({c.key for c in cluster}),
         "sources": sorted({c.source for c in cluster}),
     }
-    return account, conflicts
 
 
-def _add_delegates(directory: Directory, scope: Scope, accounts_by_key: dict[str, dict], result: Result) -> None:
-    allowed: dict[int, set[int]] = defaultdict(set)
-    denied: dict[int, set[int]] = defaultdict(set)
-    by_id = {id(a): a for a in result.accounts}
+def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], result: Result) -> None:
+    """Delegates from FullAccess entries: allowed minus denied, only active personal accounts."""
+    allowed: dict[str, set[str]] = defaultdict(set)  # by the mailbox account's address
+    denied: dict[str, set[str]] = defaultdict(set)
+    by_email = {a["email"]: a for a in result.accounts}
+    cache: dict[str, tuple[frozenset[str], int]] = {}
+
+    def able(people: Iterable[str]) -> tuple[frozenset[str], int]:
+        """(addresses of the active personal accounts among these people, how many others)."""
+        accounts = {id(a): a for p in people if (a := accounts_by_key.get(p)) is not None}
+        emails = frozenset(a["email"] for a in accounts.values() if a["kind"] == "user" and a["active"])
+        return emails, len(accounts) - len(emails)
+
     for permission in directory.permissions:
         if not any(right.lower() == "fullaccess" for right in permission["rights"]):
             result.dropped["permission without FullAccess"] += 1
@@ -370,30 +437,23 @@ def _add_delegates(directory: Directory, scope: Scope, accounts_by_key: dict[str
         if owner is None:
             result.dropped["permission on a mailbox that is not an account"] += 1
             continue
-        people = directory.people_of(permission["trustee"])
-        if people is None:
-            trustee = permission["trustee"].strip().lower()
-            reason = "trustee SELF" if trustee in SELF_PRINCIPALS else (
-                "trustee is an unresolved SID" if SID_PATTERN.match(trustee) else "trustee not found")
-            result.dropped[reason] += 1
+        trustee = directory.resolve(permission["trustee"])
+        if trustee is None:
+            name = permission["trustee"].strip().lower()
+            result.dropped["trustee SELF" if name in SELF_PRINCIPALS else "trustee is an unresolved SID"
+                           if SID_PATTERN.match(name) else "trustee not found"] += 1
             continue
-        target = denied if permission["deny"] else allowed
-        target[id(owner)].update(id(accounts_by_key[p]) for p in people if p in accounts_by_key)
+        if trustee not in cache:
+            cache[trustee] = able((trustee,) if trustee in directory.persons else directory.members(trustee))
+        emails, unable = cache[trustee]
+        (denied if permission["deny"] else allowed)[owner["email"]].update(emails)
+        if unable:
+            result.dropped["delegate is not an active personal account"] += unable
     for key, owner in accounts_by_key.items():
         if key in directory.groups:  # a mail-enabled group as a functional account: its members act for it
-            allowed[id(owner)].update(id(accounts_by_key[p]) for p in directory.members(key) if p in accounts_by_key)
-    for owner_id, trustees in allowed.items():
-        owner = by_id[owner_id]
-        delegates = set()
-        for trustee_id in trustees - denied.get(owner_id, set()):
-            trustee = by_id[trustee_id]
-            if trustee is owner:
-                continue
-            if trustee["kind"] != "user" or not trustee["active"]:
-                result.dropped["delegate is not an active personal account"] += 1
-                continue
-            delegates.add(trustee["email"])
-        owner["delegates"] = sorted(delegates)
+            allowed[owner["email"]].update(able(directory.members(key))[0])
+    for email, delegates in allowed.items():
+        by_email[email]["delegates"] = sorted(delegates - denied.get(email, set()) - {email})
 
 
 def _settle_aliases(result: Result) -> None:

@@ -323,15 +323,30 @@ def open_output(path: str | Path | None) -> Iterator[tuple[IO[bytes], str]]:
         yield sys.stdout.buffer, STDOUT_NAME
         return
     target = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    if target.exists() and not target.is_file():  # /dev/null, a named pipe: never rename over those
+        with open(target, "wb") as handle:
+            yield handle, str(target)
+        return
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle, str(target)
+        os.chmod(temporary, _mode_for(target))
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _mode_for(target: Path) -> int:
+    """The mode a plainly created file would get: the old file's, or 0666 less the umask
+    (mkstemp's 0600 would surprise whoever reads the stream next)."""
+    if target.exists():
+        return target.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def dumps_canonical(value) -> bytes:
