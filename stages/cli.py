@@ -14,6 +14,7 @@ into plain functions:
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import sys
@@ -208,6 +209,9 @@ def stage(name: str, help: str) -> Callable[[Callable], click.Command]:
         @functools.wraps(func)
         def callback(verbose: bool, quiet: bool, log_format: str, config: str | None, **kwargs):
             setup_logging(name, verbose, quiet, log_format)
+            # A stage is a short batch job holding 100,000s of objects without cycles: the cyclic
+            # collector would walk them all again and again for nothing (a quarter of the run time).
+            gc.disable()
             try:
                 return func(**kwargs)
             except BrokenPipeError:  # caught here: click's own handler would exit 1

@@ -69,7 +69,7 @@ class Result:
 @dataclass(slots=True)
 class Person:
     """What normalize keeps of a person record: small, since 100,000 of them stay in memory.
-    Addresses, DNs and other names are lower case; they are compared without case."""
+    The key and addresses are lower case; names are kept as given and compared without case."""
 
     source: str
     key: str  # the anchor
@@ -80,18 +80,25 @@ class Person:
     name: str | None  # the display name, or given name and surname
     phone: str | None
     sso_key: str | None
-    dn: str
-    other_names: tuple[str, ...]  # UPN, SID, sAMAccountName, DN: what a trustee may be called
+    dn: str | None
+    upn: str | None
+    sid: str | None
+    sam: str | None
 
     @classmethod
     def of(cls, record: dict) -> "Person":
         name = record.get("display_name") or " ".join(
             p for p in (record.get("given_name"), record.get("surname")) if p) or None
+        anchor, mail = record["anchor"], record["mail"]
+        key = anchor if anchor.islower() else anchor.lower()  # no copy when it is (most are)
+        if mail:
+            mail = mail if mail.islower() else mail.lower()
+        addresses = tuple(mail if a == mail else a.lower() for a in record["addresses"])
+        sso_key = record.get("sso_key")
         return cls(
-            record["source"], record["anchor"].lower(), record["mail"].lower() if record["mail"] else None,
-            tuple(a.lower() for a in record["addresses"]), record["enabled"], record["mailbox"], name,
-            record.get("phone"), record.get("sso_key"), (record.get("dn") or "").lower(),
-            _names(record.get("upn"), record.get("sid"), record.get("sam_account_name"), record.get("dn")))
+            record["source"], key, mail, addresses, record["enabled"], record["mailbox"], name,
+            record.get("phone"), key if sso_key == key else sso_key, record.get("dn"),
+            record.get("upn"), record.get("sid"), record.get("sam_account_name"))
 
 
 @dataclass(slots=True)
@@ -103,19 +110,15 @@ class Group:
     addresses: tuple[str, ...]
     mail_enabled: bool
     members: tuple[str, ...]  # ids of persons and groups
-    other_names: tuple[str, ...]  # SID, DN, name
+    dn: str | None
+    sid: str | None
 
     @classmethod
     def of(cls, record: dict) -> "Group":
         return cls(
             record["source"], record["id"].lower(), record["name"], (record.get("mail") or "").lower() or None,
             tuple(a.lower() for a in record.get("addresses") or ()), bool(record.get("mail_enabled")),
-            tuple(m.lower() for m in record["members"]),
-            _names(record.get("sid"), record.get("dn"), record.get("name")))
-
-
-def _names(*names: str | None) -> tuple[str, ...]:
-    return tuple(n.lower() for n in names if n)
+            tuple(m if m.islower() else m.lower() for m in record["members"]), record.get("dn"), record.get("sid"))
 
 
 @dataclass(slots=True)
@@ -144,7 +147,7 @@ class Directory:
         self.sources: list[str] = []  # in order of first appearance
         self._member_of: dict[str, list[str]] = defaultdict(list)  # persons' memberOf, turned around
         self._by_address: dict[str, str] = {}
-        self._by_other: dict[str, str] | None = None
+        self._by_other: dict[str, dict[str, str]] = {}
         self._members: dict[str, frozenset[str]] = {}
         for record in records:
             self._add(record)
@@ -178,7 +181,7 @@ class Directory:
 
     def resolve(self, reference: str) -> str | None:
         """The key of the person or group a permission names, by anchor/id, e-mail address,
-        UPN, SID, DOMAIN\\sam or DN; None when nothing (or SELF) answers to it."""
+        UPN, SID, DOMAIN\\sam, DN or group name; None when nothing (or SELF) answers to it."""
         ref = reference.strip().lower()
         if ref in SELF_PRINCIPALS:
             return None
@@ -186,21 +189,28 @@ class Directory:
             return ref
         if ref in self._by_address:
             return self._by_address[ref]
-        if self._by_other is None:
-            self._by_other = self._index_other_names()
-        return self._by_other.get(ref) or self._by_other.get(ref.rpartition("\\")[2] if "\\" in ref else "")
+        if SID_PATTERN.match(ref):
+            return self._index("sid").get(ref)
+        if "\\" in ref:
+            return self._index("sam").get(ref.rpartition("\\")[2])
+        return self._index("dn").get(ref) or self._index("upn").get(ref) or self._index("name").get(ref)
 
-    def _index_other_names(self) -> dict[str, str]:
-        """UPN, SID, sAMAccountName and DN, built only when a reference needs them."""
-        index: dict[str, str] = {}
-        for key, persons in self.persons.items():
-            for person in persons:
-                for name in person.other_names:
-                    index.setdefault(name, key)
-        for key, group in self.groups.items():
-            for name in group.other_names:
-                index.setdefault(name, key)
-        return index
+    def _index(self, name: str) -> dict[str, str]:
+        """Keys by one kind of other name, built the first time a reference needs it: most
+        references are anchors or addresses, and 100,000 lower-cased names cost memory."""
+        if name not in self._by_other:
+            index: dict[str, str] = {}
+            for key, persons in self.persons.items():
+                for person in persons:
+                    value = getattr(person, name) if name != "name" else None  # display names are not unique
+                    if value:
+                        index.setdefault(value.lower(), key)
+            for key, group in self.groups.items():
+                value = getattr(group, name, None)
+                if value:
+                    index.setdefault(value.lower(), key)
+            self._by_other[name] = index
+        return self._by_other[name]
 
     def members(self, group_key: str) -> frozenset[str]:
         """Every person in a group, through nested groups, each group visited once (cycles end)."""
@@ -317,7 +327,7 @@ def _out_of_scope(person: Person, email: str, scope: Scope, groups, directory: D
 
     A filter applies to the records whose source carries what it looks at: OU filters to
     records with a DN, group filters to sources that list groups."""
-    dn = person.dn
+    dn = (person.dn or "").lower()
     if dn:
         if scope.include_ous and not any(dn.endswith(ou.lower()) for ou in scope.include_ous):
             return "outside the included OUs"
@@ -396,19 +406,19 @@ def _account(cluster: list[Candidate], scope: Scope, sso_key: str | None, phone:
     first = cluster[0]
     claimed = scope.claimed_domains
     aliases = {a for c in cluster for a in c.addresses if a != first.email and a[a.rfind("@") + 1:] in claimed}
-    functional = first.kind == "functional"
+    single = len(cluster) == 1
     return {
         "type": "account",
         "kind": first.kind,
         "email": first.email,
         "name": first.name,
-        "active": True if functional else all(c.enabled is not False for c in cluster),
+        "active": first.kind == "functional" or False not in [c.enabled for c in cluster],
         "aliases": sorted(aliases),
         "delegates": [],
         "sso_key": sso_key,
         "phone": phone,
-        "anchors": sorted({c.key for c in cluster}),
-        "sources": sorted({c.source for c in cluster}),
+        "anchors": [first.key] if single else sorted({c.key for c in cluster}),
+        "sources": [first.source] if single else sorted({c.source for c in cluster}),
     }
 
 

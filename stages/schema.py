@@ -100,7 +100,14 @@ class RecordChecker:
             msgspec.convert(record, self._fast_type)
         except msgspec.ValidationError:
             return False
-        return all(_distinct(record, path) for path in self._unique)
+        for path in self._unique:
+            if len(path) == 1:  # the common case, kept quick
+                value = record.get(path[0])
+                if value and len(value) > 1 and not _distinct(record, path):
+                    return False
+            elif not _distinct(record, path):
+                return False
+        return True
 
     def violation(self, record: Any) -> Violation | None:
         if self.valid(record):
@@ -210,3 +217,9 @@ def _shorten(message: str, limit: int = 200) -> str:
 @functools.cache
 def checker(kind: str, record_type: str) -> RecordChecker:
     return RecordChecker(kind, record_type)
+
+
+@functools.cache
+def data_checkers(kind: str) -> dict[str, RecordChecker]:
+    """The checkers of a stream kind's data records (all but header and end), by type."""
+    return {t: checker(kind, t) for t in record_types(kind) if t not in ("header", "end")}

@@ -75,6 +75,10 @@ class Segment:
         return self.header["stream"]
 
     @property
+    def checkers(self) -> dict[str, schema.RecordChecker]:
+        return schema.data_checkers(self.kind)
+
+    @property
     def incomplete_reasons(self) -> list[str]:
         where = f"{self.file}: segment from line {self.line}"
         if self.cut_off:
@@ -161,26 +165,34 @@ class StreamReader:
     def _read(self, source: Input) -> Iterator[dict]:
         segment: Segment | None = None
         closed = False  # the current segment saw its end record
-        for number, line, ended in _lines(source):
-            if not line.strip():
-                continue
+        number = 0
+        for line in _lines(source):
+            number += 1
             try:
-                record = orjson.loads(line)
+                record = orjson.loads(line)  # JSON allows the line end (LF or CRLF) around a value
             except orjson.JSONDecodeError as error:
-                if not ended and segment is not None:
+                if not line.strip():
+                    continue
+                if not line.endswith(b"\n" if isinstance(line, bytes) else "\n") and segment is not None:
                     segment.cut_off = True  # the last line, cut short: a truncated stream
                     continue
                 self._problem(Problem(source.name, number, f"is not valid JSON ({error})"))
                 continue
-            if not isinstance(record, dict):
-                self._problem(Problem(source.name, number, "is not a JSON object"))
-                continue
-            record_type = record.get("type")
+            record_type = record.get("type") if isinstance(record, dict) else None
             if not isinstance(record_type, str):
-                self._problem(Problem(source.name, number, "has no string 'type'", field="type"))
+                self._problem(Problem(source.name, number, "is not a JSON object with a string 'type'", field="type"))
                 continue
 
-            if record_type == "header":
+            if segment is not None and not closed and record_type not in ("header", "end"):
+                segment.count += 1  # counted even when invalid: the count is about the lines
+                checker = segment.checkers.get(record_type)
+                if checker is None:
+                    self._problem(Problem(
+                        source.name, number, f"is not a record type of a {segment.kind} stream",
+                        record_type, "type"))
+                elif checker.valid(record) or self._valid(source, number, segment.kind, record):
+                    yield record
+            elif record_type == "header":
                 if not self._valid(source, number, "plan", record):  # one header schema for all kinds
                     continue
                 if record["stream"] not in self.kinds:
@@ -196,17 +208,8 @@ class StreamReader:
             elif closed:
                 self._problem(Problem(
                     source.name, number, "follows the end record without a new header", record_type))
-            elif record_type == "end":
-                if self._valid(source, number, segment.kind, record):
-                    segment.end, closed = record, True
-            else:
-                segment.count += 1  # counted even when invalid: the count is about the lines
-                if record_type not in schema.record_types(segment.kind):
-                    self._problem(Problem(
-                        source.name, number, f"is not a record type of a {segment.kind} stream",
-                        record_type, "type"))
-                elif self._valid(source, number, segment.kind, record):
-                    yield record
+            elif self._valid(source, number, segment.kind, record):  # the end record
+                segment.end, closed = record, True
 
     def _valid(self, source: Input, number: int, kind: str, record: dict) -> bool:
         violation = schema.checker(kind, record["type"]).violation(record)
@@ -216,8 +219,9 @@ class StreamReader:
         return False
 
 
-def _lines(source: Input) -> Iterator[tuple[int, bytes | str, bool]]:
-    """(line number, line without its end, whether it had a line end), decoding by BOM."""
+def _lines(source: Input) -> Iterator[bytes | str]:
+    """The lines of an input with their line ends, decoded by its BOM: UTF-8 lines stay bytes
+    (orjson reads them as they are), UTF-16 lines become str. Sets ``source.sha256`` at the end."""
     handle, digest = source.handle, hashlib.sha256()
     start = handle.read(4)
     while len(start) < 4:  # a pipe may deliver fewer bytes than asked
@@ -227,36 +231,35 @@ def _lines(source: Input) -> Iterator[tuple[int, bytes | str, bool]]:
         start += more
     digest.update(start)
     if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        numbered = enumerate(_utf16_lines(start, handle, digest), 1)
+        yield from _utf16_lines(source, start, digest)
     else:
-        numbered = enumerate(_utf8_lines(start, handle, digest), 1)
-    for number, line in numbered:
-        ended = line.endswith(b"\n") if isinstance(line, bytes) else line.endswith("\n")
-        yield number, line.rstrip(b"\r\n" if isinstance(line, bytes) else "\r\n"), ended
+        first = start + handle.readline()
+        digest.update(first[len(start):])
+        yield from first.removeprefix(codecs.BOM_UTF8).splitlines(keepends=True)
+        for line in handle:
+            digest.update(line)
+            yield line
     source.sha256 = digest.hexdigest()
 
 
-def _utf8_lines(start: bytes, handle: IO[bytes], digest) -> Iterator[bytes]:
-    first = start + handle.readline()
-    digest.update(first[len(start):])
-    if first.startswith(codecs.BOM_UTF8):
-        first = first[len(codecs.BOM_UTF8):]
-    yield from first.splitlines(keepends=True)
-    for line in handle:
-        digest.update(line)
-        yield line
-
-
-def _utf16_lines(start: bytes, handle: IO[bytes], digest) -> Iterator[str]:
+def _utf16_lines(source: Input, start: bytes, digest) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-16")()
-    pending = decoder.decode(start)
-    while chunk := handle.read(1 << 16):
-        digest.update(chunk)
-        pending += decoder.decode(chunk)
+    pending, chunk, lines = "", start, 0
+    while chunk:
+        try:
+            pending += decoder.decode(chunk)
+        except UnicodeDecodeError as error:
+            raise StreamError([Problem(source.name, lines + 1, f"is not valid UTF-16 ({error.reason})")]) from None
         *whole, pending = pending.split("\n")
+        lines += len(whole)
         for line in whole:
             yield line + "\n"
-    pending += decoder.decode(b"", final=True)
+        chunk = source.handle.read(1 << 16)
+        digest.update(chunk)
+    try:
+        pending += decoder.decode(b"", final=True)
+    except UnicodeDecodeError:  # cut off inside a character: a truncated stream
+        pending += "\ufffd"
     if pending:
         yield pending
 
@@ -284,16 +287,20 @@ class StreamWriter:
                  name: str = STDOUT_NAME, flush_each: bool = False):
         self.out, self.kind, self.name, self.flush_each = out, kind, name, flush_each
         self.count, self.line = 0, 0
+        self._checkers = schema.data_checkers(kind)
         self._emit({
             "type": "header", "stream": kind, "version": FORMAT_VERSION,
             "producer": f"{producer} {__version__}", "created": created_now(), **(header or {}),
         })
 
     def write(self, record: dict) -> None:
-        if record.get("type") in ("header", "end") or record.get("type") not in schema.record_types(self.kind):
+        checker = self._checkers.get(record.get("type"))
+        if checker is None:
             raise StreamError([Problem(self.name, self.line + 1, f"cannot be written into a {self.kind} stream",
                                        record.get("type"), "type")])
-        self._emit(record)
+        if not checker.valid(record):
+            self._refuse_if_invalid(record)
+        self._put(record)
         self.count += 1
 
     def close(self, incomplete_reasons: Iterable[str] = ()) -> None:
@@ -305,11 +312,17 @@ class StreamWriter:
         self.out.flush()
 
     def _emit(self, record: dict) -> None:
-        self.line += 1
+        self._refuse_if_invalid(record)
+        self._put(record)
+
+    def _refuse_if_invalid(self, record: dict) -> None:
         violation = schema.checker(self.kind, record["type"]).violation(record)
         if violation is not None:  # a bug of ours: never let it reach the next stage
-            raise StreamError([Problem(self.name, self.line, f"(output) {violation.message}",
+            raise StreamError([Problem(self.name, self.line + 1, f"(output) {violation.message}",
                                        record["type"], violation.field)])
+
+    def _put(self, record: dict) -> None:
+        self.line += 1
         self.out.write(orjson.dumps(record) + b"\n")
         if self.flush_each:
             self.out.flush()
