@@ -8,7 +8,7 @@ import click
 
 from . import cli, state
 from .cli import ExitStatus, ZivsyncError, option
-from .planning import DiffOptions, diff
+from .planning import Account, DiffOptions, diff
 from .report import describe_plan
 from .stream import Input, StreamReader, StreamWriter, dumps_canonical, open_output
 
@@ -107,11 +107,11 @@ def command(inputs, output, current, state_dir: str | None, claimed_domains, tar
     return ExitStatus.OK
 
 
-def _accounts_and_held(reader: StreamReader) -> tuple[list[dict], set[str]]:
+def _accounts_and_held(reader: StreamReader) -> tuple[list[Account], set[str]]:
     accounts, held = [], set()
     for record in reader:
         if record["type"] == "account":
-            accounts.append(record)
+            accounts.append(Account.of(record))  # compact at once: the dicts would double the memory
         elif record["held"]:
             held.add(record["email"])
     return accounts, held
