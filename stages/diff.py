@@ -8,7 +8,7 @@ import click
 
 from . import cli, state
 from .cli import ExitStatus, ZivsyncError, option
-from .planning import Account, DiffOptions, diff
+from .planning import Account, DiffOptions, PlanError, diff
 from .report import describe_plan
 from .stream import Input, StreamReader, StreamWriter, dumps_canonical, open_output
 
@@ -73,8 +73,11 @@ def command(inputs, output, current, state_dir: str | None, claimed_domains, tar
     for reason in desired_reader.incomplete_reasons:
         cli.log.warning("incomplete desired stream: %s", reason)
 
-    plan = diff(desired, current_accounts, options, mapping=mapping,
-                desired_complete=desired_reader.complete, held=held)
+    try:
+        plan = diff(desired, current_accounts, options, mapping=mapping,
+                    desired_complete=desired_reader.complete, held=held)
+    except PlanError as error:
+        raise ZivsyncError(f"cannot plan: {error}") from None
 
     safety = plan.safety
     header = {

@@ -107,7 +107,7 @@ class Plan:
 def diff(desired: Iterable[dict | Account], current: Iterable[dict | Account], options: DiffOptions, *,
          mapping: Mapping | None = None, desired_complete: bool = True,
          held: Iterable[str] = ()) -> Plan:
-    """The plan that takes Zivver from ``current`` to ``desired``.
+    """The plan that takes Zivver from ``current`` to ``desired``, in the order to apply it.
 
     ``held`` are addresses normalize held back because its sources disagreed: they are left
     alone. With ``desired_complete`` false nothing is suspended, emptied or deleted.
@@ -115,6 +115,10 @@ def diff(desired: Iterable[dict | Account], current: Iterable[dict | Account], o
     planner = _Planner([Account.of(a) for a in desired], [Account.of(a) for a in current], options,
                        mapping or Mapping(), set(held))
     return planner.run(desired_complete)
+
+
+class PlanError(ValueError):
+    """The inputs cannot be planned from (for example two desired accounts want one address)."""
 
 
 class _Planner:
@@ -125,6 +129,9 @@ class _Planner:
         self.options, self.mapping, self.held = options, mapping, held
         self.changes: list[dict] = []
         self.skips: list[dict] = []
+        self.left_alone: set[int] = set()  # current accounts (by id) nothing may change
+        self.counterpart: dict[int, Account] = {}  # current account (by id) -> its desired account
+        self.claimant: dict[int, dict] = {}  # change (by id) -> the current account it changes, if any
 
     # -- matching ----------------------------------------------------------------------
     def match(self) -> tuple[list[tuple[Account, Account, str]], list[Account], list[Account]]:
@@ -141,18 +148,19 @@ class _Planner:
         pairs: dict[str, tuple[Account, Account, str]] = {}
         decided: set[str] = set()  # desired addresses already paired or skipped
 
-        def pair(d: dict, c: dict, how: str) -> None:
+        def pair(d: Account, c: Account, how: str) -> None:
             pairs[d.email] = (d, c, how)
             taken.add(id(c))
             decided.add(d.email)
+            self.counterpart[id(c)] = d
 
-        def belongs_elsewhere(d: dict, c: dict) -> bool:
+        def belongs_elsewhere(d: Account, c: Account) -> bool:
             """The mapping ties c to other anchors than d's: its address was reused."""
             theirs = owners.get(c.zivver_id, set())
             return bool(theirs and d.anchors and not theirs & set(d.anchors))
 
         for d in self.desired:
-            zivver_id = next((anchor_index[a] for a in d.anchors or () if a in anchor_index), None)
+            zivver_id = next((anchor_index[a] for a in d.anchors if a in anchor_index), None)
             c = by_id.get(zivver_id) if zivver_id else None
             if c is not None and id(c) not in taken:
                 pair(d, c, "anchor")
@@ -161,7 +169,7 @@ class _Planner:
             if d.email in decided or c is None:
                 continue
             if id(c) in taken or belongs_elsewhere(d, c):
-                self.skip(d, "ambiguous_match", "create", c.zivver_id,
+                self.skip(d, "ambiguous_match", "create_" + d.kind, c.zivver_id,
                           f"Zivver account {c.email} ({c.zivver_id}) belongs to another directory "
                           f"object per the account mapping: an address reused? Resolve by hand.")
                 decided.add(d.email)
@@ -176,9 +184,10 @@ class _Planner:
             if len(candidates) == 1 and not belongs_elsewhere(d, candidates[0]):
                 pair(d, candidates[0], "alias")
             elif candidates:
-                self.skip(d, "ambiguous_match", "create", None,
-                          "matches several Zivver accounts by alias: "
-                          + ", ".join(sorted(c.email for c in candidates)))
+                names = ", ".join(sorted(c.email for c in candidates))
+                self.skip(d, "ambiguous_match", "create_" + d.kind, None,
+                          f"matches several Zivver accounts by alias: {names}")
+                self.left_alone.update(id(c) for c in candidates)  # one of them is this person's
                 decided.add(d.email)
         unmatched_desired = [d for d in self.desired if d.email not in decided]
         unmatched_current = [c for c in self.current if id(c) not in taken]
@@ -191,14 +200,16 @@ class _Planner:
             "op": op, "reason": reason, "detail": detail,
         })
 
-    def change(self, op: str, kind: str, email: str, zivver_id: str | None, before: dict, after: dict,
-               anchors: list[str], match: str | None, sso_key: str | None) -> None:
+    def change(self, op: str, account: Account, email: str, before: dict, after: dict, anchors: list[str],
+               match: str | None, sso_key: str | None, current: Account | None) -> None:
         record = {
-            "type": "change", "id": "", "op": op, "kind": kind, "email": email, "zivver_id": zivver_id,
-            "anchors": anchors, "match": match, "before": before, "after": after, "sso_key": sso_key,
+            "type": "change", "id": "", "op": op, "kind": account.kind, "email": email,
+            "zivver_id": current.zivver_id if current else None, "anchors": anchors, "match": match,
+            "before": before, "after": after, "sso_key": sso_key,
         }
-        record["id"] = hashlib.sha256(dumps_canonical(record)).hexdigest()[:16]
         self.changes.append(record)
+        if current is not None:
+            self.claimant[id(record)] = current
 
     def out_of_scope(self, email: str) -> str | None:
         if not self.options.claims(email):
@@ -209,6 +220,7 @@ class _Planner:
 
     # -- the plan ----------------------------------------------------------------------
     def run(self, desired_complete: bool) -> Plan:
+        _refuse_shared_addresses(self.desired)
         in_scope = []
         for d in self.desired:
             reason = self.out_of_scope(d.email)
@@ -225,13 +237,17 @@ class _Planner:
         for c in gone:
             self.remove(c)
         safety = self.check_safety(desired_complete)
-        self.changes.sort(key=lambda r: (OP_ORDER.index(r["op"]), r["email"]))
-        self.skips.sort(key=lambda r: (r["email"], r["reason"]))
+        self.settle_addresses(gone)
+        self.changes = _in_dependency_order(self.changes)
+        for record in self.changes:
+            record["id"] = hashlib.sha256(dumps_canonical(record)).hexdigest()[:16]
+        self.skips.sort(key=lambda r: (r["email"], r["reason"], r["op"] or ""))
         return Plan(self.changes, self.skips, safety)
 
     def update(self, d: Account, c: Account, how: str) -> None:
         kind = d.kind
         if c.kind != kind:
+            self.left_alone.add(id(c))
             self.skip(d, "type_conflict", None, c.zivver_id,
                       f"a {kind} account in the directory, a {c.kind} account in Zivver ({c.email}); "
                       "Zivver cannot change an account's type: fix it by hand")
@@ -239,18 +255,29 @@ class _Planner:
         before, after = self.differences(d, c)
         if not after:
             return
-        if "active" in after:
-            op = "suspend_user" if after["active"] is False else "reactivate_user"
+        blocked = self.out_of_scope(c.email)
+        if blocked:
+            self.left_alone.add(id(c))
+            self.skip(d, blocked, f"update_{kind}", c.zivver_id, f"the Zivver account {c.email} is outside the scope")
+            return
+        # Taking access away is a change of its own, so that the safety checks can hold it back
+        # without holding back the rest: suspending a user, emptying a functional account.
+        if after.get("active") is False:
+            self.change("suspend_user", d, d.email, {"active": True}, {"active": False}, list(d.anchors), how,
+                        d.sso_key, c)
+            del before["active"], after["active"]
+        elif kind == "functional" and after.get("delegates") == [] and before["delegates"]:
+            self.change("empty_functional", d, d.email, {"delegates": before.pop("delegates")},
+                        {"delegates": after.pop("delegates")}, list(d.anchors), how, None, c)
+        if not after:
+            return
+        if after.get("active") is True:
+            op = "reactivate_user"
         elif "email" in after:
             op = f"rename_{kind}"
         else:
             op = f"update_{kind}"
-        blocked = self.out_of_scope(c.email)
-        if blocked:
-            self.skip(d, blocked, op, c.zivver_id, f"the Zivver account {c.email} is outside the scope")
-            return
-        self.change(op, kind, d.email, c.zivver_id, before, after, list(d.anchors), how,
-                    d.sso_key)
+        self.change(op, d, d.email, before, after, list(d.anchors), how, d.sso_key, c)
 
     def differences(self, d: Account, c: Account) -> tuple[dict, dict]:
         before, after = {}, {}
@@ -286,28 +313,82 @@ class _Planner:
             after["phone"] = d.phone
         if kind == "user" and d.sso_key:
             after["sso_key"] = d.sso_key
-        self.change(f"create_{kind}", kind, d.email, None, {}, after, list(d.anchors), None,
-                    d.sso_key)
+        self.change(f"create_{kind}", d, d.email, {}, after, list(d.anchors), None, d.sso_key, None)
 
     def remove(self, c: Account) -> None:
         """A Zivver account nothing in the directory wants any more."""
         kind = c.kind
         if self.options.delete_missing:
-            op, before, after = f"delete_{kind}", {}, {}
+            op, before, after = f"delete_{kind}", {"email": c.email, "aliases": sorted(c.aliases)}, {}
         elif kind == "user" and c.active:
             op, before, after = "suspend_user", {"active": True}, {"active": False}
         elif kind == "functional" and c.delegates:
             op, before, after = "empty_functional", {"delegates": sorted(c.delegates)}, {"delegates": []}
         else:
             return  # already suspended or empty
+        if id(c) in self.left_alone:
+            self.skip(c, "ambiguous_match", op, c.zivver_id,
+                      "may be the account of a directory object that matched several Zivver accounts")
+            return
         reason = "source_conflict" if c.email in self.held else self.out_of_scope(c.email)
         if reason:
+            self.left_alone.add(id(c))
             detail = ("the sources disagree about this account (see the conflict records of normalize)"
                       if reason == "source_conflict" else "the Zivver account is outside the configured scope")
             self.skip(c, reason, op, c.zivver_id, detail)
             return
         anchors = self.mapping.accounts[c.zivver_id].anchors if c.zivver_id in self.mapping.accounts else []
-        self.change(op, kind, c.email, c.zivver_id, before, after, anchors, None, None)
+        self.change(op, c, c.email, before, after, list(anchors), None, None, c)
+
+    # -- addresses moving between accounts ------------------------------------------------
+    def settle_addresses(self, gone: list[Account]) -> None:
+        """Zivver refuses an address (e-mail or alias) that another account holds. When the plan
+        gives an address to an account while another still holds it: a leaving account gives up
+        that alias first (an update planned before the claim); an account left alone keeps it,
+        and the claim is withheld with a skip record saying why."""
+        holders: dict[str, list[Account]] = defaultdict(list)
+        for c in self.current:
+            for address in (c.email, *c.aliases):
+                holders[address].append(c)
+        leaving = {id(c) for c in gone} - self.left_alone
+        freed: dict[int, set[str]] = defaultdict(set)  # what the planned changes take off an account
+        for change in self.changes:
+            if id(change) in self.claimant:
+                freed[id(self.claimant[id(change)])] |= _released(change)
+        releases: dict[int, set[str]] = defaultdict(set)
+        for change in list(self.changes):
+            own = self.claimant.get(id(change))
+            kept = set((own.email, *own.aliases)) if own else set()
+            for address in _addresses(change["after"]) - kept:
+                for holder in holders.get(address, ()):
+                    if holder is own or address in freed[id(holder)]:
+                        continue
+                    if id(holder) in leaving and address != holder.email:
+                        releases[id(holder)].add(address)
+                    else:
+                        self._withhold(change, address, holder)
+        by_id = {id(c): c for c in self.current}
+        for holder_id, addresses in releases.items():
+            holder = by_id[holder_id]
+            self.change(f"update_{holder.kind}", holder, holder.email, {"aliases": sorted(holder.aliases)},
+                        {"aliases": sorted(set(holder.aliases) - addresses)}, [], None, None, holder)
+
+    def _withhold(self, change: dict, address: str, holder: Account) -> None:
+        account = Account(change["kind"], change["email"], "", True, (), (), None, None, (), change["zivver_id"])
+        detail = (f"{address} is held by the Zivver account {holder.email}, which this plan leaves as it is; "
+                  "free the address in Zivver (or fix that account) and the next run assigns it")
+        after, before = change["after"], change["before"]
+        if after.get("email") == address:
+            if change in self.changes:
+                self.changes.remove(change)
+            self.skip(account, "address_taken", change["op"], change["zivver_id"], detail)
+            return
+        after["aliases"] = [a for a in after["aliases"] if a != address]
+        if before.get("aliases") == after["aliases"]:
+            del before["aliases"], after["aliases"]
+            if not after and change in self.changes:
+                self.changes.remove(change)
+        self.skip(account, "address_taken", change["op"], change["zivver_id"], f"alias {detail}")
 
     # -- safety ------------------------------------------------------------------------
     def check_safety(self, desired_complete: bool) -> Safety:
@@ -341,6 +422,52 @@ class _Planner:
             safety.refuse(f"{safety.deletions} accounts would be deleted: more than the limit of "
                           f"{options.max_delete} (--max-delete)")
         return safety
+
+
+def _addresses(fields: dict) -> set[str]:
+    return ({fields["email"]} if "email" in fields else set()) | set(fields.get("aliases", ()))
+
+
+def _released(change: dict) -> set[str]:
+    """The addresses a change takes off its account."""
+    return _addresses(change["before"]) - _addresses(change["after"])
+
+
+def _refuse_shared_addresses(desired: list[Account]) -> None:
+    """normalize never gives one address to two accounts; a hand-made stream might."""
+    seen: dict[str, str] = {}
+    for account in desired:
+        for address in (account.email, *account.aliases):
+            other = seen.setdefault(address, account.email)
+            if other != account.email:
+                raise PlanError(f"the desired accounts {other} and {account.email} both claim {address}")
+
+
+def _in_dependency_order(changes: list[dict]) -> list[dict]:
+    """The changes in the order push applies them: DESIGN.md §5's order by op, except that a
+    change that frees an address comes before the change that takes it, and a user is created
+    before the changes that make it a delegate."""
+    rank = {id(c): (OP_ORDER.index(c["op"]), c["email"], n) for n, c in enumerate(changes)}
+    freed_by: dict[str, list[dict]] = defaultdict(list)
+    created: dict[str, dict] = {}
+    for change in changes:
+        for address in _released(change):
+            freed_by[address].append(change)
+        if change["op"] == "create_user":
+            created[change["email"]] = change
+    waits_for: dict[int, set[int]] = {id(c): set() for c in changes}
+    for change in changes:
+        needs = [f for a in _addresses(change["after"]) - _addresses(change["before"]) for f in freed_by.get(a, ())]
+        needs += [created[d] for d in change["after"].get("delegates", ()) if d in created]
+        waits_for[id(change)].update(id(n) for n in needs if n is not change)
+    ordered, done = [], set()
+    pending = sorted(changes, key=lambda c: rank[id(c)])
+    while pending:
+        ready = next((c for c in pending if waits_for[id(c)] <= done), pending[0])  # a cycle: keep the op order
+        pending.remove(ready)
+        ordered.append(ready)
+        done.add(id(ready))
+    return ordered
 
 
 def apply(current: Iterable[dict], plan: Plan) -> list[dict]:

@@ -136,8 +136,10 @@ def test_anchor_match_wins_over_address_match():
     result = plan([account("ann@example.com", anchors=["guid-2"])],
                   [account("ann@example.com", zivver_id="z1"), account("old@example.com", zivver_id="z2")],
                   mapping=mapping(("z2", "old@example.com", ["guid-2"])))
-    assert ops(result) == [("rename_user", "ann@example.com"), ("suspend_user", "ann@example.com")]
-    assert [c["zivver_id"] for c in result.changes] == ["z2", "z1"]
+    # z2 is the person's account, but z1 holds the address and cannot give up its primary one
+    assert [(c["op"], c["zivver_id"]) for c in result.changes] == [("suspend_user", "z1")]
+    (skip,) = result.skips
+    assert (skip["reason"], skip["op"], skip["zivver_id"]) == ("address_taken", "rename_user", "z2")
 
 
 def test_reused_address_is_not_handed_to_a_newcomer():
@@ -253,3 +255,68 @@ def test_list_order_alone_is_no_change(field):
     desired = [account("ann@example.com", **{field: ["b@example.com", "a@example.com"]})]
     current = [dict(account("ann@example.com", zivver_id="z1"), **{field: ["b@example.com", "a@example.com"]})]
     assert plan(desired, current).changes == []
+
+
+# -- addresses moving between accounts (Zivver refuses an address another account holds) ------
+
+
+def test_alias_of_a_leaver_is_released_before_a_newcomer_takes_it():
+    result = plan([account("eva@example.com", aliases=["info@example.com"]), account("x@example.com")],
+                  [account("bob@example.com", aliases=["info@example.com"], zivver_id="z1"),
+                   account("x@example.com", zivver_id="z2")])
+    assert ops(result) == [("update_user", "bob@example.com"), ("create_user", "eva@example.com"),
+                           ("suspend_user", "bob@example.com")]
+    assert result.changes[0]["after"] == {"aliases": []}
+
+
+def test_alias_held_by_an_account_left_alone_is_withheld_with_a_reason():
+    result = plan([account("ann@example.com", kind="functional"), account("cem@example.com")],
+                  [account("ann@example.com", aliases=["cem@example.com"], zivver_id="z1")])
+    assert result.changes == []
+    assert sorted(s["reason"] for s in result.skips) == ["address_taken", "type_conflict"]
+    assert "ann@example.com" in next(s["detail"] for s in result.skips if s["reason"] == "address_taken")
+
+
+def test_alias_given_up_by_an_update_is_taken_after_it():
+    result = plan([account("dee@example.com"), account("ann@example.com")],
+                  [account("dee@example.com", aliases=["ann@example.com"], zivver_id="z1")])
+    assert ops(result) == [("update_user", "dee@example.com"), ("create_user", "ann@example.com")]
+
+
+def test_primary_address_of_a_leaver_is_never_an_alias_of_someone_else():
+    result = plan([account("ann@example.com", aliases=["old@example.com"]), account("x@example.com")],
+                  [account("ann@example.com", zivver_id="z1"), account("old@example.com", zivver_id="z2"),
+                   account("x@example.com", zivver_id="z3")])
+    assert ops(result) == [("suspend_user", "old@example.com")]
+    assert [s["reason"] for s in result.skips] == ["address_taken"]
+
+
+def test_several_accounts_matched_by_alias_are_all_left_alone():
+    result = plan([account("ann@example.com", aliases=["ann.old@example.com"]), account("x@example.com")],
+                  [account("bob@example.com", aliases=["ann@example.com"], zivver_id="z1"),
+                   account("ann.old@example.com", zivver_id="z2"), account("x@example.com", zivver_id="z3")])
+    assert result.changes == []
+    assert sorted((s["reason"], s["email"]) for s in result.skips) == [
+        ("ambiguous_match", "ann.old@example.com"), ("ambiguous_match", "ann@example.com"),
+        ("ambiguous_match", "bob@example.com")]
+
+
+def test_suspension_is_a_change_of_its_own():
+    result = plan([account("ann@example.com", name="Ann 2", active=False)], [account("ann@example.com", zivver_id="z1")])
+    assert [(c["op"], c["after"]) for c in result.changes] == [
+        ("update_user", {"name": "Ann 2"}), ("suspend_user", {"active": False})]
+
+
+def test_matched_functional_losing_every_delegate_is_emptied_and_counted_by_safety():
+    current = [account(f"team{i}@example.com", kind="functional", delegates=["ann@example.com"], zivver_id=f"z{i}")
+               for i in range(4)]
+    desired = [account(f"team{i}@example.com", kind="functional") for i in range(4)]
+    result = diff(desired, current, DiffOptions(claimed_domains=CLAIMED))
+    assert {c["op"] for c in result.changes} == {"empty_functional"}
+    assert not result.safety.passed and result.safety.destructive == 4
+
+
+def test_two_desired_accounts_claiming_one_address_is_an_error():
+    from stages.planning import PlanError
+    with pytest.raises(PlanError, match="both claim x@example.com"):
+        plan([account("a@example.com", aliases=["x@example.com"]), account("b@example.com", aliases=["x@example.com"])], [])
