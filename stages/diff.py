@@ -6,7 +6,7 @@ import hashlib
 
 import click
 
-from . import cli, state
+from . import cli, schema, state
 from .cli import ExitStatus, ZivsyncError, option
 from .planning import Account, DiffOptions, PlanError, diff
 from .report import describe_plan
@@ -59,10 +59,10 @@ def command(inputs, output, current, state_dir: str | None, claimed_domains, tar
         max_delete=max_delete, update_sso_keys=update_sso_keys,
     )
     desired_inputs = cli.open_inputs(inputs)
-    desired_reader = StreamReader(desired_inputs, ["accounts"])
+    desired_reader = StreamReader(desired_inputs, ["accounts"], typed=True)
     desired, held = _accounts_and_held(desired_reader)
     current_input = Input.open(current)
-    current_reader = StreamReader([current_input], ["accounts"])
+    current_reader = StreamReader([current_input], ["accounts"], typed=True)
     current_accounts, _ = _accounts_and_held(current_reader)
     if not current_reader.complete:
         raise ZivsyncError(f"the current accounts stream is incomplete: {'; '.join(current_reader.incomplete_reasons)}")
@@ -113,10 +113,10 @@ def command(inputs, output, current, state_dir: str | None, claimed_domains, tar
 def _accounts_and_held(reader: StreamReader) -> tuple[list[Account], set[str]]:
     accounts, held = [], set()
     for record in reader:
-        if record["type"] == "account":
-            accounts.append(Account.of(record))  # compact at once: the dicts would double the memory
-        elif record["held"]:
-            held.add(record["email"])
+        if schema.type_of(record) == "account":
+            accounts.append(Account.of(record))
+        elif record.held:
+            held.add(record.email)
     return accounts, held
 
 

@@ -23,6 +23,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import msgspec
+
+from . import schema
+
 SELF_PRINCIPALS = frozenset({"nt authority\\self", "self"})
 SID_PATTERN = re.compile(r"^s-1-\d+(-\d+)+$")
 HELD_FIELDS = ("email", "kind", "active", "sso_key")  # a conflict on these holds the account
@@ -86,19 +90,17 @@ class Person:
     sam: str | None
 
     @classmethod
-    def of(cls, record: dict) -> "Person":
-        name = record.get("display_name") or " ".join(
-            p for p in (record.get("given_name"), record.get("surname")) if p) or None
-        anchor, mail = record["anchor"], record["mail"]
+    def of(cls, record) -> "Person":
+        name = record.display_name or " ".join(p for p in (record.given_name, record.surname) if p) or None
+        anchor, mail = record.anchor, record.mail
         key = anchor if anchor.islower() else anchor.lower()  # no copy when it is (most are)
         if mail:
             mail = mail if mail.islower() else mail.lower()
-        addresses = tuple(mail if a == mail else a.lower() for a in record["addresses"])
-        sso_key = record.get("sso_key")
+        addresses = tuple(mail if a == mail else a.lower() for a in record.addresses)
+        sso_key = record.sso_key
         return cls(
-            record["source"], key, mail, addresses, record["enabled"], record["mailbox"], name,
-            record.get("phone"), key if sso_key == key else sso_key, record.get("dn"),
-            record.get("upn"), record.get("sid"), record.get("sam_account_name"))
+            record.source, key, mail, addresses, record.enabled, record.mailbox, name, record.phone,
+            key if sso_key == key else sso_key, record.dn, record.upn, record.sid, record.sam_account_name)
 
 
 @dataclass(slots=True)
@@ -114,11 +116,11 @@ class Group:
     sid: str | None
 
     @classmethod
-    def of(cls, record: dict) -> "Group":
+    def of(cls, record) -> "Group":
         return cls(
-            record["source"], record["id"].lower(), record["name"], (record.get("mail") or "").lower() or None,
-            tuple(a.lower() for a in record.get("addresses") or ()), bool(record.get("mail_enabled")),
-            tuple(m if m.islower() else m.lower() for m in record["members"]), record.get("dn"), record.get("sid"))
+            record.source, record.id.lower(), record.name, (record.mail or "").lower() or None,
+            tuple(a.lower() for a in record.addresses or ()), bool(record.mail_enabled),
+            tuple(m if m.islower() else m.lower() for m in record.members), record.dn, record.sid)
 
 
 @dataclass(slots=True)
@@ -139,11 +141,13 @@ class Candidate:
 class Directory:
     """The directory records of all inputs, indexed for resolving references."""
 
-    def __init__(self, records: Iterable[dict]):
+    def __init__(self, records: Iterable):
+        """``records``: directory records as the stream reader yields them typed (msgspec
+        Structs), or as dicts, which are checked and converted here."""
         self.persons: dict[str, list[Person]] = {}  # by anchor; one per source that has it
         self.groups: dict[str, Group] = {}  # by id
-        self.permissions: list[dict] = []
-        self.errors: list[dict] = []
+        self.permissions: list = []  # permission records
+        self.errors: list = []  # error records
         self.sources: list[str] = []  # in order of first appearance
         self._member_of: dict[str, list[str]] = defaultdict(list)  # persons' memberOf, turned around
         self._by_address: dict[str, str] = {}
@@ -154,13 +158,15 @@ class Directory:
         self.sources_with_groups = {group.source for group in self.groups.values()}
 
     def _add(self, record: dict) -> None:
-        kind, source = record["type"], record["source"]
+        if isinstance(record, dict):
+            record = msgspec.convert(record, schema.checker("directory", record["type"]).struct)
+        kind, source = schema.type_of(record), record.source
         if source not in self.sources:
             self.sources.append(source)
         if kind == "person":
             person = Person.of(record)
             self.persons.setdefault(person.key, []).append(person)
-            for group in record.get("groups") or ():
+            for group in record.groups or ():
                 self._member_of[group.lower()].append(person.key)
             self._index_addresses(person.key, person.mail, person.addresses)
         elif kind == "group":
@@ -239,10 +245,10 @@ class Directory:
         return frozenset((key,)) if key in self.persons else self.members(key)
 
 
-def normalize(records: Iterable[dict], scope: Scope) -> Result:
+def normalize(records: Iterable, scope: Scope) -> Result:
     """The desired accounts for these directory records."""
     directory = Directory(records)
-    result = Result([], [], [f"{e['source']}: could not read {e['object']}: {e['message']}" for e in directory.errors],
+    result = Result([], [], [f"{e.source}: could not read {e.object}: {e.message}" for e in directory.errors],
                     directory.sources)
     candidates = _candidates(directory, scope, result.dropped)
     order = dict.fromkeys(scope.source_priority + tuple(directory.sources))
@@ -436,27 +442,27 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
         return emails, len(accounts) - len(emails)
 
     for permission in directory.permissions:
-        if not any(right.lower() == "fullaccess" for right in permission["rights"]):
+        if not any(right.lower() == "fullaccess" for right in permission.rights):
             result.dropped["permission without FullAccess"] += 1
             continue
-        if permission["inherited"]:
+        if permission.inherited:
             result.dropped["inherited permission"] += 1
             continue
-        mailbox = directory.resolve(permission["mailbox"])
+        mailbox = directory.resolve(permission.mailbox)
         owner = accounts_by_key.get(mailbox) if mailbox else None
         if owner is None:
             result.dropped["permission on a mailbox that is not an account"] += 1
             continue
-        trustee = directory.resolve(permission["trustee"])
+        trustee = directory.resolve(permission.trustee)
         if trustee is None:
-            name = permission["trustee"].strip().lower()
+            name = permission.trustee.strip().lower()
             result.dropped["trustee SELF" if name in SELF_PRINCIPALS else "trustee is an unresolved SID"
                            if SID_PATTERN.match(name) else "trustee not found"] += 1
             continue
         if trustee not in cache:
             cache[trustee] = able((trustee,) if trustee in directory.persons else directory.members(trustee))
         emails, unable = cache[trustee]
-        (denied if permission["deny"] else allowed)[owner["email"]].update(emails)
+        (denied if permission.deny else allowed)[owner["email"]].update(emails)
         if unable:
             result.dropped["delegate is not an active personal account"] += unable
     for key, owner in accounts_by_key.items():

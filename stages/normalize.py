@@ -60,7 +60,7 @@ def command(inputs, output, claimed_domains, include_ous, exclude_ous, include_g
         source_priority=source_priority,
     )
     sources = cli.open_inputs(inputs)
-    reader = StreamReader(sources, ["directory"])
+    reader = StreamReader(sources, ["directory"], typed=True)
     try:
         result = normalize(reader, scope)
     except ScopeError as error:

@@ -46,12 +46,17 @@ class Account:
     zivver_id: str | None
 
     @classmethod
-    def of(cls, record: "dict | Account") -> "Account":
+    def of(cls, record) -> "Account":
+        """From an account record: a dict, or a Struct as the stream reader yields them typed."""
         if isinstance(record, Account):
             return record
-        return cls(record["kind"], record["email"], record["name"], record["active"], tuple(record["aliases"]),
-                   tuple(record["delegates"]), record.get("phone"), record.get("sso_key"),
-                   tuple(record.get("anchors") or ()), record.get("zivver_id"))
+        if isinstance(record, dict):
+            return cls(record["kind"], record["email"], record["name"], record["active"], tuple(record["aliases"]),
+                       tuple(record["delegates"]), record.get("phone"), record.get("sso_key"),
+                       tuple(record.get("anchors") or ()), record.get("zivver_id"))
+        return cls(record.kind, record.email, record.name, record.active, tuple(record.aliases),
+                   tuple(record.delegates), record.phone, record.sso_key, tuple(record.anchors or ()),
+                   record.zivver_id)
 
 
 @dataclass(frozen=True)

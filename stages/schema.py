@@ -87,25 +87,29 @@ class Violation:
 
 
 class RecordChecker:
-    """Checks records of one (stream kind, record type) pair."""
+    """Checks records of one (stream kind, record type) pair.
+
+    ``struct`` is the record type as a msgspec Struct tagged by its ``type`` field (data
+    records only): readers can decode and check a line in one pass into it."""
 
     def __init__(self, kind: str, record_type: str):
         ref = {"$ref": _definition_uri(kind, record_type)}
-        self._fast_type, self._unique = _translate(_inline(ref, f"{BASE_URI}{kind}.json"), ())
+        tag = None if record_type in ("header", "end") else record_type
+        self.struct, self._unique = _translate(_inline(ref, f"{BASE_URI}{kind}.json"), (), tag)
         self._full = jsonschema.Draft202012Validator(ref, registry=_registry())
 
     def valid(self, record: Any) -> bool:
         """The fast check alone (for records we just made ourselves, and tests)."""
         try:
-            msgspec.convert(record, self._fast_type)
+            msgspec.convert(record, self.struct)
         except msgspec.ValidationError:
             return False
+        return self.distinct(record)
+
+    def distinct(self, record: Any) -> bool:
+        """The uniqueItems constraints, which msgspec types cannot express."""
         for path in self._unique:
-            if len(path) == 1:  # the common case, kept quick
-                value = record.get(path[0])
-                if value and len(value) > 1 and not _distinct(record, path):
-                    return False
-            elif not _distinct(record, path):
+            if not _distinct(record, path):
                 return False
         return True
 
@@ -121,10 +125,8 @@ class RecordChecker:
 def _distinct(record: Any, path: tuple[str, ...]) -> bool:
     value = record
     for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return True
-        value = value[key]
-    if not isinstance(value, list):
+        value = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+    if not isinstance(value, list) or len(value) < 2:
         return True
     try:
         return len(value) == len(set(value))
@@ -135,9 +137,10 @@ def _distinct(record: Any, path: tuple[str, ...]) -> bool:
 _STRUCTS = 0
 
 
-def _translate(node: dict, path: tuple[str, ...]) -> tuple[Any, list[tuple[str, ...]]]:
+def _translate(node: dict, path: tuple[str, ...], tag: str | None = None) -> tuple[Any, list[tuple[str, ...]]]:
     """A msgspec type that accepts what this (inlined) schema accepts, and the paths of arrays
-    whose items must be distinct (msgspec has no uniqueItems)."""
+    whose items must be distinct (msgspec has no uniqueItems). With ``tag``, the object's
+    ``type`` property becomes the Struct's tag."""
     global _STRUCTS
     if not node:
         return Any, []
@@ -173,13 +176,17 @@ def _translate(node: dict, path: tuple[str, ...]) -> tuple[Any, list[tuple[str, 
         required = set(node.get("required", ()))
         fields = []
         for name, schema in node["properties"].items():
+            if tag and name == "type":
+                continue
             kind, paths = _translate(schema, (*path, name))
             unique.extend(paths)
             fields.append((name, kind) if name in required else (name, kind, None))
         fields.sort(key=len)  # fields without a default first, as Python requires
         _STRUCTS += 1
-        python = msgspec.defstruct(f"Record{_STRUCTS}", fields, kw_only=True,
-                                   forbid_unknown_fields=node.get("additionalProperties", True) is False)
+        tagging = {"tag_field": "type", "tag": tag} if tag else {}
+        python = msgspec.defstruct(tag.title() if tag else f"Record{_STRUCTS}", fields, kw_only=True,
+                                   forbid_unknown_fields=node.get("additionalProperties", True) is False,
+                                   **tagging)
     else:
         raise ValueError(f"schema construct not supported by the fast check: {node}")
     return (Optional[python] if nullable else python), unique
@@ -217,6 +224,18 @@ def _shorten(message: str, limit: int = 200) -> str:
 @functools.cache
 def checker(kind: str, record_type: str) -> RecordChecker:
     return RecordChecker(kind, record_type)
+
+
+@functools.cache
+def decoder(kind: str) -> msgspec.json.Decoder:
+    """Decodes and checks a data record of this stream kind into its Struct, in one pass."""
+    structs = tuple(c.struct for c in data_checkers(kind).values())
+    return msgspec.json.Decoder(Union[structs] if len(structs) > 1 else structs[0])
+
+
+def type_of(record: Any) -> str:
+    """The record type of a record, whether a dict or a Struct from :func:`decoder`."""
+    return record["type"] if isinstance(record, dict) else type(record).__struct_config__.tag
 
 
 @functools.cache
