@@ -350,50 +350,58 @@ class _Planner:
         """Zivver refuses an address (e-mail or alias) that another account holds. When the plan
         gives an address to an account while another still holds it: a leaving account gives up
         that alias first (an update planned before the claim); an account left alone keeps it,
-        and the claim is withheld with a skip record saying why."""
+        and the claim is withheld with a skip record saying why. Withholding one claim can
+        mean an address is not freed for another, so this repeats until nothing changes."""
         holders: dict[str, list[Account]] = defaultdict(list)
         for c in self.current:
             for address in (c.email, *c.aliases):
                 holders[address].append(c)
         leaving = {id(c) for c in gone} - self.left_alone
-        freed: dict[int, set[str]] = defaultdict(set)  # what the planned changes take off an account
-        for change in self.changes:
-            if id(change) in self.claimant:
-                freed[id(self.claimant[id(change)])] |= _released(change)
-        releases: dict[int, set[str]] = defaultdict(set)
-        for change in list(self.changes):
-            own = self.claimant.get(id(change))
-            kept = set((own.email, *own.aliases)) if own else set()
-            for address in _addresses(change["after"]) - kept:
-                for holder in holders.get(address, ()):
-                    if holder is own or address in freed[id(holder)]:
-                        continue
-                    if id(holder) in leaving and address != holder.email:
-                        releases[id(holder)].add(address)
-                    else:
-                        self._withhold(change, address, holder)
+        while True:
+            freed: dict[int, set[str]] = defaultdict(set)  # what the planned changes take off an account
+            for change in self.changes:
+                if id(change) in self.claimant:
+                    freed[id(self.claimant[id(change)])] |= _released(change)
+            releases: dict[int, set[str]] = defaultdict(set)
+            dropped: set[int] = set()
+            withheld = False
+            for change in self.changes:
+                own = self.claimant.get(id(change))
+                kept = set((own.email, *own.aliases)) if own else set()
+                for address in sorted(_addresses(change["after"]) - kept):
+                    for holder in holders.get(address, ()):
+                        if id(change) in dropped or holder is own or address in freed[id(holder)]:
+                            continue
+                        if id(holder) in leaving and address != holder.email:
+                            releases[id(holder)].add(address)
+                        else:
+                            withheld = True
+                            if self._withhold(change, address, holder):
+                                dropped.add(id(change))
+            self.changes = [c for c in self.changes if id(c) not in dropped]
+            if not withheld:
+                break
         by_id = {id(c): c for c in self.current}
-        for holder_id, addresses in releases.items():
+        for holder_id, addresses in sorted(releases.items(), key=lambda item: by_id[item[0]].email):
             holder = by_id[holder_id]
             self.change(f"update_{holder.kind}", holder, holder.email, {"aliases": sorted(holder.aliases)},
                         {"aliases": sorted(set(holder.aliases) - addresses)}, [], None, None, holder)
 
-    def _withhold(self, change: dict, address: str, holder: Account) -> None:
+    def _withhold(self, change: dict, address: str, holder: Account) -> bool:
+        """Take the address out of the change, with a skip record; True when nothing is left of it."""
         account = Account(change["kind"], change["email"], "", True, (), (), None, None, (), change["zivver_id"])
         detail = (f"{address} is held by the Zivver account {holder.email}, which this plan leaves as it is; "
                   "free the address in Zivver (or fix that account) and the next run assigns it")
         after, before = change["after"], change["before"]
         if after.get("email") == address:
-            if change in self.changes:
-                self.changes.remove(change)
             self.skip(account, "address_taken", change["op"], change["zivver_id"], detail)
-            return
+            return True
         after["aliases"] = [a for a in after["aliases"] if a != address]
+        self.skip(account, "address_taken", change["op"], change["zivver_id"], f"alias {detail}")
         if before.get("aliases") == after["aliases"]:
             del before["aliases"], after["aliases"]
-            if not after and change in self.changes:
-                self.changes.remove(change)
-        self.skip(account, "address_taken", change["op"], change["zivver_id"], f"alias {detail}")
+            return not after
+        return False
 
     # -- safety ------------------------------------------------------------------------
     def check_safety(self, desired_complete: bool) -> Safety:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import io
 import os
 import sys
 import tempfile
@@ -242,33 +243,42 @@ class StreamReader:
         return False
 
 
+class _Hashing(io.RawIOBase):
+    """Hashes what passes through it, a buffer at a time (not a line at a time)."""
+
+    def __init__(self, handle: IO[bytes], digest):
+        self.handle, self.digest = handle, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.handle.readinto(buffer)
+        if count:
+            self.digest.update(memoryview(buffer)[:count])
+        return count or 0
+
+
 def _lines(source: Input) -> Iterator[bytes | str]:
     """The lines of an input with their line ends, decoded by its BOM: UTF-8 lines stay bytes
-    (orjson reads them as they are), UTF-16 lines become str. Sets ``source.sha256`` at the end."""
-    handle, digest = source.handle, hashlib.sha256()
-    start = handle.read(4)
-    while len(start) < 4:  # a pipe may deliver fewer bytes than asked
-        more = handle.read(4 - len(start))
-        if not more:
-            break
-        start += more
-    digest.update(start)
+    (orjson and msgspec read them as they are), UTF-16 lines become str. Sets ``source.sha256``
+    at the end."""
+    digest = hashlib.sha256()
+    reader = io.BufferedReader(_Hashing(source.handle, digest), buffer_size=1 << 20)
+    start = reader.peek(4)[:4]
     if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        yield from _utf16_lines(source, start, digest)
+        yield from _utf16_lines(source, reader)
     else:
-        first = start + handle.readline()
-        digest.update(first[len(start):])
-        yield from first.removeprefix(codecs.BOM_UTF8).splitlines(keepends=True)
-        for line in handle:
-            digest.update(line)
-            yield line
+        first = reader.readline()
+        yield first.removeprefix(codecs.BOM_UTF8)
+        yield from reader
     source.sha256 = digest.hexdigest()
 
 
-def _utf16_lines(source: Input, start: bytes, digest) -> Iterator[str]:
+def _utf16_lines(source: Input, reader: IO[bytes]) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-16")()
-    pending, chunk, lines = "", start, 0
-    while chunk:
+    pending, lines = "", 0
+    while chunk := reader.read(1 << 16):
         try:
             pending += decoder.decode(chunk)
         except UnicodeDecodeError as error:
@@ -277,8 +287,6 @@ def _utf16_lines(source: Input, start: bytes, digest) -> Iterator[str]:
         lines += len(whole)
         for line in whole:
             yield line + "\n"
-        chunk = source.handle.read(1 << 16)
-        digest.update(chunk)
     try:
         pending += decoder.decode(b"", final=True)
     except UnicodeDecodeError:  # cut off inside a character: a truncated stream
