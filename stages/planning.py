@@ -395,7 +395,17 @@ class _Planner:
         after, before = change["after"], change["before"]
         if after.get("email") == address:
             self.skip(account, "address_taken", change["op"], change["zivver_id"], detail)
-            return True
+            if not change["op"].startswith("rename_"):
+                return True
+            # the account keeps its address, and gets the rest of the change
+            old = before.pop("email")
+            del after["email"]
+            change["op"], change["email"] = f"update_{change['kind']}", old
+            if old in after.get("aliases", ()):
+                after["aliases"] = [a for a in after["aliases"] if a != old]
+                if before.get("aliases") == after["aliases"]:
+                    del before["aliases"], after["aliases"]
+            return not after
         after["aliases"] = [a for a in after["aliases"] if a != address]
         self.skip(account, "address_taken", change["op"], change["zivver_id"], f"alias {detail}")
         if before.get("aliases") == after["aliases"]:

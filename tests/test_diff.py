@@ -136,8 +136,10 @@ def test_anchor_match_wins_over_address_match():
     result = plan([account("ann@example.com", anchors=["guid-2"])],
                   [account("ann@example.com", zivver_id="z1"), account("old@example.com", zivver_id="z2")],
                   mapping=mapping(("z2", "old@example.com", ["guid-2"])))
-    # z2 is the person's account, but z1 holds the address and cannot give up its primary one
-    assert [(c["op"], c["zivver_id"]) for c in result.changes] == [("suspend_user", "z1")]
+    # z2 is the person's account, but z1 holds the address and cannot give up its primary one:
+    # z2 keeps its address and gets the rest (its name), z1 is suspended
+    assert [(c["op"], c["zivver_id"], c["after"]) for c in result.changes] == [
+        ("update_user", "z2", {"name": "ann"}), ("suspend_user", "z1", {"active": False})]
     (skip,) = result.skips
     assert (skip["reason"], skip["op"], skip["zivver_id"]) == ("address_taken", "rename_user", "z2")
 

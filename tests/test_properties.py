@@ -245,7 +245,9 @@ def test_applying_the_plan_disables_every_unmatched_zivver_account(desired, curr
     after = planning.apply(current, plan)
     wanted = {d["email"] for d in desired}
     # left alone on purpose: a type conflict, or one of several accounts a person matched by alias
-    conflicted = {skip["zivver_id"] for skip in plan.skips if skip["reason"] in ("type_conflict", "ambiguous_match")}
+    # or matched, but kept at its address because another account left alone holds the new one
+    conflicted = {skip["zivver_id"] for skip in plan.skips
+                  if skip["reason"] in ("type_conflict", "ambiguous_match", "address_taken")}
     for account in after:
         matched = account["email"] in wanted or account["zivver_id"] in conflicted
         if account["zivver_id"] is None or matched:  # created, or the counterpart of a desired account
