@@ -10,7 +10,7 @@ from . import cli, schema, state
 from .cli import ExitStatus, ZivsyncError, option
 from .planning import Account, DiffOptions, PlanError, diff
 from .report import describe_plan
-from .stream import Input, StreamReader, StreamWriter, dumps_canonical, open_output
+from .stream import Input, StreamReader, StreamWriter, dumps_canonical, input_digests, open_output
 
 HELP = """Compare the desired accounts with Zivver's current ones and write the plan.
 
@@ -82,7 +82,7 @@ def command(inputs, output, current, state_dir: str | None, claimed_domains, tar
     safety = plan.safety
     header = {
         "inputs": {
-            "desired": [{"name": i.label, "sha256": i.sha256} for i in desired_inputs],
+            "desired": input_digests(desired_inputs),
             "current": {"name": current_input.label, "sha256": current_input.sha256},
             "mapping": mapping.digest,
         },

@@ -295,12 +295,6 @@ def _utf16_lines(source: Input, reader: IO[bytes]) -> Iterator[str]:
         yield pending
 
 
-def read_all(inputs: Iterable[Input], kinds: Iterable[str]) -> tuple[list[dict], StreamReader]:
-    """Every record of the inputs, and the reader that knows whether they were complete."""
-    reader = StreamReader(inputs, kinds)
-    return list(reader), reader
-
-
 # -- writing ---------------------------------------------------------------------------
 
 
