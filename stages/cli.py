@@ -199,10 +199,11 @@ def setup_logging(prog: str, verbose: bool, quiet: bool, log_format: str) -> Non
 # -- commands ----------------------------------------------------------------------------
 
 
-def stage(name: str, help: str) -> Callable[[Callable], click.Command]:
+def stage(name: str, help: str, *, batch: bool = True) -> Callable[[Callable], click.Command]:
     """Make ``func`` the stage command ``name`` with the options every stage has.
 
-    ``func`` receives its own options plus ``verbose`` and returns an :class:`ExitStatus`.
+    ``func`` receives its own options and returns an :class:`ExitStatus`. ``batch`` stages
+    run once over their input and end; a server (the sandbox) is not one.
     """
 
     def decorate(func: Callable) -> click.Command:
@@ -211,7 +212,8 @@ def stage(name: str, help: str) -> Callable[[Callable], click.Command]:
             setup_logging(name, verbose, quiet, log_format)
             # A stage is a short batch job holding 100,000s of objects without cycles: the cyclic
             # collector would walk them all again and again for nothing (a quarter of the run time).
-            gc.disable()
+            if batch:
+                gc.disable()
             try:
                 return func(**kwargs)
             except BrokenPipeError:  # caught here: click's own handler would exit 1
