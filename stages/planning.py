@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import heapq
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -243,7 +244,7 @@ class _Planner:
             self.remove(c)
         safety = self.check_safety(desired_complete)
         self.settle_addresses(gone)
-        self.changes = _in_dependency_order(self.changes)
+        self.changes = in_dependency_order(self.changes)
         for record in self.changes:
             record["id"] = hashlib.sha256(dumps_canonical(record)).hexdigest()[:16]
         self.skips.sort(key=lambda r: (r["email"], r["reason"], r["op"] or ""))
@@ -466,7 +467,7 @@ def _refuse_shared_addresses(desired: list[Account]) -> None:
                 raise PlanError(f"the desired accounts {other} and {account.email} both claim {address}")
 
 
-def _in_dependency_order(changes: list[dict]) -> list[dict]:
+def in_dependency_order(changes: list[dict]) -> list[dict]:
     """The changes in the order push applies them: DESIGN.md §5's order by op, except that a
     change that frees an address comes before the change that takes it, and a user is created
     before the changes that make it a delegate."""
@@ -483,13 +484,26 @@ def _in_dependency_order(changes: list[dict]) -> list[dict]:
         needs = [f for a in _addresses(change["after"]) - _addresses(change["before"]) for f in freed_by.get(a, ())]
         needs += [created[d] for d in change["after"].get("delegates", ()) if d in created]
         waits_for[id(change)].update(id(n) for n in needs if n is not change)
-    ordered, done = [], set()
-    pending = sorted(changes, key=lambda c: rank[id(c)])
-    while pending:
-        ready = next((c for c in pending if waits_for[id(c)] <= done), pending[0])  # a cycle: keep the op order
-        pending.remove(ready)
-        ordered.append(ready)
-        done.add(id(ready))
+    # Kahn's algorithm, taking the first change by op order among those whose wait is over
+    by_id = {id(c): c for c in changes}
+    waiting = {key: len(needs) for key, needs in waits_for.items()}
+    unblocks: dict[int, list[int]] = defaultdict(list)
+    for key, needs in waits_for.items():
+        for need in needs:
+            unblocks[need].append(key)
+    ready = [(rank[key], key) for key, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    ordered = []
+    while ready:
+        _, key = heapq.heappop(ready)
+        ordered.append(by_id[key])
+        for other in unblocks[key]:
+            waiting[other] -= 1
+            if waiting[other] == 0:
+                heapq.heappush(ready, (rank[other], other))
+    if len(ordered) < len(changes):  # a cycle (two accounts swapping addresses): keep the op order
+        placed = {id(c) for c in ordered}
+        ordered += sorted((c for c in changes if id(c) not in placed), key=lambda c: rank[id(c)])
     return ordered
 
 

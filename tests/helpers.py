@@ -111,3 +111,62 @@ def run(name: str, *args: str | Path, input: bytes | None = None, env: dict | No
         executable(name) + [str(a) for a in args], input=input if input is not None else b"",
         capture_output=True, env=environment, cwd=cwd, timeout=timeout)
     return Ran(done.returncode, done.stdout, done.stderr.decode("utf-8", "replace"))
+
+
+# -- a zivsync-sandbox for a test: started as its own process, stopped by its pid ----------------
+
+API_KEY = "Z1.1.2.sandbox-test-key-never-printed-7f3a9c"
+
+
+class Sandbox:
+    """``with Sandbox(...) as sandbox:`` a zivsync-sandbox on a free loopback port."""
+
+    def __init__(self, *args: str | Path, claimed=("fabrikam.example", "fabrikam.nl", "example.com")):
+        self.args = [str(a) for a in args]
+        for domain in claimed:
+            self.args += ["--claimed-domain", domain]
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def __enter__(self) -> "Sandbox":
+        environment = dict(os.environ, ZIVSYNC_ZIVVER_API_KEY=API_KEY)
+        self.process = subprocess.Popen(executable("zivsync-sandbox") + ["--port", "0", *self.args],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
+        self.url = self.process.stdout.readline().decode().strip()
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"zivsync-sandbox did not start: {self.url!r} {self.process.stderr.read()!r}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.output = b""
+        if self.process:
+            self.output = self.process.stdout.read() + self.process.stderr.read()
+            self.process.stdout.close()
+            self.process.stderr.close()
+
+    @property
+    def env(self) -> dict:
+        """What a client stage needs to talk to this sandbox."""
+        return {"ZIVSYNC_ZIVVER_URL": self.url, "ZIVSYNC_ZIVVER_API_KEY": API_KEY}
+
+    def control(self, method: str, path: str) -> dict:
+        import requests
+
+        base = self.url.split("/api/")[0]
+        answer = requests.request(method, base + path, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10)
+        answer.raise_for_status()
+        return answer.json() if answer.content else {}
+
+    def scim(self, method: str, path: str, body=None, **headers) -> "object":
+        import requests
+
+        return requests.request(method, self.url + path, json=body, timeout=10,
+                                headers={"Authorization": f"Bearer {API_KEY}", **headers})

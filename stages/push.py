@@ -1,0 +1,181 @@
+"""zivsync-push: apply a reviewed plan to Zivver, and write what happened."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import cli, state, zivver
+from .cli import ExitStatus, ZivsyncError, option
+from .planning import in_dependency_order
+from .pushing import Abort, Pusher, Zivver
+from .report import describe_plan
+from .stream import Input, StreamError, StreamReader, StreamWriter, input_digests
+
+RESUMED = "applied by an earlier run (--resume)"
+
+HELP = """Apply a plan made by zivsync-diff to Zivver; without --apply, only show it.
+
+\b
+Applies the changes in the plan's order (users first, suspensions last), each checked
+against one listing of Zivver taken at the start: a change whose account no longer looks as
+the plan says is a conflict and left alone. Writes one result per change, flushed as it
+completes, so that an interrupted push can be resumed (--resume) without repeating what
+succeeded; keeps the account mapping in --state for the next diff. Paces itself to Zivver's
+rate limit. Refuses a plan that failed its safety checks or came from an incomplete stream.
+Exit 0: all applied; 2: some failed or conflicted; 3: refused; 4: Zivver unreachable or
+the API key refused.
+
+\b
+Example:
+  zivsync-push -i plan.jsonl                                      # show what it would do
+  zivsync-push -i plan.jsonl --apply --state state/ -o results.jsonl
+  zivsync-push -i plan.jsonl --apply --resume results.jsonl -o results-2.jsonl
+"""
+
+
+@cli.stage("zivsync-push", HELP)
+@cli.input_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write the results stream here, each result flushed as it completes. Default: standard output.")
+@click.option("--apply", "apply_", is_flag=True, help="Really change Zivver. Without it nothing is sent.")
+@option("--resume", type=click.Path(dir_okay=False, exists=True), metavar="RESULTS",
+        help="Results of an earlier, interrupted push of this plan: what they say was applied is skipped.")
+@option("--state", "state_dir", type=click.Path(file_okay=False), metavar="DIR",
+        help="The state folder holding the account mapping (anchor → Zivver id) that diff reads.")
+@zivver.connection_options
+def command(inputs, output, apply_, resume, state_dir, **connection):
+    sources = cli.open_inputs(inputs)
+    reader = StreamReader(sources, ["plan"])
+    records = list(reader)  # every record checked before anything is sent
+    header = reader.headers[0] if reader.headers else {}
+    refusal = _refusal(reader, header)
+    changes = in_dependency_order([r for r in records if r["type"] == "change"])
+    cli.log.info("%s", describe_plan(header, records))
+    if refusal:
+        cli.log.error("plan refused: %s", refusal)
+        return ExitStatus.REFUSED
+    if not apply_:
+        cli.log.info("dry run: nothing was sent to Zivver. Add --apply to apply these %d changes.", len(changes))
+        return ExitStatus.OK
+    if not changes:
+        cli.log.info("nothing to do: no request sent to Zivver")
+    done = _applied_before(resume) if resume else set()
+    mapping = _load_mapping(state_dir)
+    client = zivver.connect(connection)
+    try:
+        return _push(client, changes, done, mapping, state_dir, output, sources, resume)
+    finally:
+        client.close()
+
+
+def _refusal(reader: StreamReader, header: dict) -> str | None:
+    if not reader.complete:
+        return "the plan stream is incomplete: " + "; ".join(reader.incomplete_reasons)
+    if len(reader.segments) != 1:
+        return "a plan must be one segment, as zivsync-diff writes it"
+    if header.get("desired_complete") is not True:
+        return "the plan was made from an incomplete desired stream"
+    if (header.get("safety") or {}).get("passed") is not True:
+        return "the plan failed its safety checks: " + "; ".join((header.get("safety") or {}).get("reasons", []))
+    return None
+
+
+def _applied_before(path: str) -> set[str]:
+    """Change ids that an earlier run's results say were applied (that run may have been cut off)."""
+    reader = StreamReader([Input.open(path)], ["results"])
+    try:
+        return {r["change_id"] for r in reader if r["status"] == "applied" or (
+            r["status"] == "skipped" and (r.get("message") or "").startswith(RESUMED))}
+    except StreamError as error:
+        raise ZivsyncError(f"cannot resume from {path}: {error}") from None
+
+
+def _load_mapping(state_dir: str | None) -> state.Mapping:
+    try:
+        return state.load(state_dir)
+    except state.StateError as error:
+        raise ZivsyncError(str(error)) from None
+
+
+def _push(client, changes, done, mapping, state_dir, output, sources, resume) -> ExitStatus:
+    try:
+        listing = Zivver.listed(client) if changes else Zivver([])  # nothing to do: not even a listing
+    except zivver.ZivverError as error:
+        raise ZivsyncError(f"cannot read Zivver's accounts: {error}", zivver.exit_status_for(error)) from None
+    saver = _MappingSaver(mapping, state_dir)
+    pusher = Pusher(client, listing, mapping, saver.changed)
+    header = {"plan": input_digests(sources), "zivver": {"url": client.base}, "resumed_from": resume}
+    statuses: dict[str, int] = {}
+    abort: Abort | None = None
+    with _results_output(output) as (handle, name):
+        writer = StreamWriter(handle, "results", "zivsync-push", header, name, flush_each=True)
+        for change in changes:
+            if change["id"] in done:
+                result = _result(change, "skipped", RESUMED)
+            elif abort is not None:
+                result = _result(change, "skipped", f"not attempted: {abort.error}")
+            else:
+                try:
+                    result = pusher.apply(change)
+                except Abort as stop:
+                    abort = stop
+                    result = _result(change, "failed", str(stop.error), stop.error.status)
+            writer.write(result)
+            statuses[result["status"]] = statuses.get(result["status"], 0) + 1
+            level = 20 if result["status"] in ("applied", "skipped") else 30
+            cli.log.log(level, "%s %s %s: %s", result["status"], change["op"], change["email"], result["message"])
+        writer.close()
+    saver.save()
+    stats = client.stats
+    cli.log.info("%s; %d requests (%d writes), %d throttled, %d retried",
+                 ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "nothing to do",
+                 stats.requests, stats.writes, stats.throttled, stats.retries)
+    if abort is not None:
+        raise ZivsyncError(str(abort.error), zivver.exit_status_for(abort.error))
+    return ExitStatus.PARTIAL if statuses.get("failed") or statuses.get("conflict") else ExitStatus.OK
+
+
+def _result(change: dict, status: str, message: str, http: int | None = None) -> dict:
+    return {"type": "result", "change_id": change["id"], "op": change["op"], "kind": change["kind"],
+            "email": change["email"], "zivver_id": change["zivver_id"], "status": status,
+            "http_status": http, "message": message, "requests": 0}
+
+
+@contextlib.contextmanager
+def _results_output(path: str | None):
+    """The results file is written in place, not renamed into place at the end: a push that is
+    killed must leave every result it wrote, for --resume."""
+    if path is None or path == "-":
+        yield sys.stdout.buffer, "<stdout>"
+        return
+    with open(path, "wb") as handle:
+        yield handle, path
+
+
+class _MappingSaver:
+    """Saves the account mapping atomically, at most once a second while pushing, and at the end."""
+
+    def __init__(self, mapping: state.Mapping, state_dir: str | None):
+        self.mapping, self.state_dir, self.saved = mapping, state_dir, time.monotonic()
+        self.dirty = False
+
+    def changed(self) -> None:
+        self.dirty = True
+        if time.monotonic() - self.saved > 1.0:
+            self.save()
+
+    def save(self) -> None:
+        if self.state_dir and self.dirty:
+            state.save(self.mapping, Path(self.state_dir))
+            self.saved, self.dirty = time.monotonic(), False
+
+
+main = cli.entry_point(command)
+
+if __name__ == "__main__":
+    main()

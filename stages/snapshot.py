@@ -1,0 +1,55 @@
+"""zivsync-snapshot: Zivver's accounts as they are now, as an accounts stream. Read-only."""
+
+from __future__ import annotations
+
+import click
+
+from . import cli, zivver
+from .cli import ExitStatus, ZivsyncError
+from .scim import snapshot_accounts
+from .stream import StreamWriter, open_output
+
+HELP = """Read every account of the Zivver organisation and write it as an accounts stream.
+
+\b
+Personal accounts (SCIM Users) and functional accounts (SCIM Groups, their members turned
+into the delegates' addresses), sorted by address, with the server and time in the header:
+what zivsync-diff compares the desired accounts with. Sends only GET requests.
+
+\b
+Example:
+  ZIVSYNC_ZIVVER_API_KEY=... zivsync-snapshot --zivver-url https://app.zivver.com/api/scim/v2 -o current.jsonl
+"""
+
+
+@cli.stage("zivsync-snapshot", HELP)
+@cli.output_option
+@zivver.connection_options
+def command(output, **connection):
+    client = zivver.connect(connection)
+    try:
+        users = client.list("Users")
+        groups = client.list("Groups")
+    except zivver.ZivverError as error:
+        raise ZivsyncError(str(error), zivver.exit_status_for(error)) from None
+    finally:
+        client.close()
+    accounts, warnings = snapshot_accounts(users, groups)
+    for warning in warnings:
+        cli.log.warning("%s", warning)
+    header = {"source": {"url": client.base}, "counts": {"users": len(users), "groups": len(groups)},
+              "requests": client.stats.requests}
+    with open_output(output) as (handle, name):
+        writer = StreamWriter(handle, "accounts", "zivsync-snapshot", header, name)
+        for account in accounts:
+            writer.write(account)
+        writer.close()
+    cli.log.info("%d personal and %d functional accounts read in %d requests", len(users), len(groups),
+                 client.stats.requests)
+    return ExitStatus.OK
+
+
+main = cli.entry_point(command)
+
+if __name__ == "__main__":
+    main()
