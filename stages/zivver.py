@@ -81,10 +81,10 @@ class TokenBucket:
                 now = self.clock()
                 self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
                 self.stamp = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
+                if self.tokens >= 1 - 1e-9:  # rounding must not make it wait for nothing, forever
+                    self.tokens = max(0.0, self.tokens - 1)
                     return
-                self.sleep((1 - self.tokens) / self.rate)
+                self.sleep(max((1 - self.tokens) / self.rate, 0.001))
 
     def empty(self) -> None:
         """The server says we are over budget: start again from nothing."""
