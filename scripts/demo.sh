@@ -1,37 +1,70 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on the bundled sample organisation (examples/, "Fabrikam").
-# normalize → diff, then the two safety nets: a broken stream and a truncated one.
+# `make demo`: the whole nightly job on the bundled sample organisation (examples/, "Fabrikam"),
+# against a local zivsync-sandbox standing in for Zivver: no directory and no Zivver tenant needed.
+#   1. sync the sample organisation into the sandbox (the plan shown, then applied)
+#   2. run again: nothing is left to do
+#   3. a day later the directory changed (a leaver, a new hire, a new delegate, an added alias):
+#      the next sync plans and applies exactly those
+#   4. the safety nets: a broken stream is refused with its line number, a truncated one never
+#      yields a suspension
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=demo-output
-mkdir -p "$out"
-export ZIVSYNC_CONFIG=examples/zivsync.toml   # claimed domains and safety limits
-
+rm -rf "$out" && mkdir -p "$out"
+export ZIVSYNC_CONFIG=examples/zivsync.toml          # claimed domains and safety limits
+export ZIVSYNC_ZIVVER_API_KEY="demo-key-$RANDOM$RANDOM" # the sandbox accepts the key the stages send
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1. Check the two directory streams (Active Directory and Exchange)"
-zivsync-validate examples/directory-ldap.jsonl examples/directory-exchange.jsonl examples/current.jsonl
+step "Start a local Zivver (zivsync-sandbox), holding Fabrikam's accounts as they are today"
+zivsync-sandbox --port 0 --seed examples/current.jsonl --rate-limit 1000 --rate-window 1 \
+    > "$out/sandbox.url" 2> "$out/sandbox.log" &
+sandbox=$!
+trap 'kill $sandbox 2>/dev/null; wait $sandbox 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s "$out/sandbox.url" ] && break; sleep 0.05; done
+export ZIVSYNC_ZIVVER_URL=$(head -n 1 "$out/sandbox.url")
+echo "Zivver sandbox at $ZIVSYNC_ZIVVER_URL (pid $sandbox)"
 
-step "2. Normalize: directory → the accounts Zivver should have"
-zivsync-normalize -i examples/directory-ldap.jsonl -i examples/directory-exchange.jsonl -o "$out/desired.jsonl"
+sync() {  # one nightly run into $out/$1, reading the directory streams in $2
+    local run="$out/$1" dir="$2"
+    mkdir -p "$run"
+    zivsync-snapshot -q -o "$run/current.jsonl"
+    zivsync-normalize -q -i "$dir/directory-ldap.jsonl" -i "$dir/directory-exchange.jsonl" -o "$run/desired.jsonl"
+    zivsync-diff -i "$run/desired.jsonl" --current "$run/current.jsonl" --state "$out/state" -o "$run/plan.jsonl"
+}
+apply() {
+    zivsync-push -q -i "$out/$1/plan.jsonl" --apply --state "$out/state" -o "$out/$1/results.jsonl" \
+        --rate-limit 1000 --rate-window 1
+    echo "applied: $(grep -c '"status":"applied"' "$out/$1/results.jsonl") changes (results in $out/$1/results.jsonl)"
+}
 
-step "3. Diff: desired vs. Zivver's current accounts → the plan to review"
-zivsync-diff -i "$out/desired.jsonl" --current examples/current.jsonl --state examples/state -o "$out/plan.jsonl"
-echo "plan written to $out/plan.jsonl ($(wc -l < "$out/plan.jsonl") lines)"
+step "1. First sync: snapshot Zivver, normalize the directory, diff → the plan to review"
+zivsync-validate examples/directory-ldap.jsonl examples/directory-exchange.jsonl
+sync run1 examples
+step "   ...reviewed: apply it"
+apply run1
 
-step "4. A broken stream is refused with its line number"
+step "2. Run again right away: nothing is left to do"
+sync run2 examples
+
+step "3. The next day: a leaver, a new hire, a new delegate, an added alias"
+python scripts/demo_change.py "$out/directory-next"
+sync run3 "$out/directory-next"
+apply run3
+sync run4 "$out/directory-next" 2>&1 | head -n 1
+
+step "4a. A broken stream is refused with its line number"
 if zivsync-validate examples/directory-ldap-broken.jsonl; then
     echo "unexpected: the broken stream validated" >&2; exit 1
 fi
 
-step "5. A truncated directory stream never yields a suspension"
-zivsync-normalize -i examples/directory-ldap-truncated.jsonl -i examples/directory-exchange.jsonl \
-    -o "$out/desired-truncated.jsonl" 2> >(tail -n 3 >&2)
+step "4b. A truncated directory stream never yields a suspension"
+zivsync-normalize -q -i examples/directory-ldap-truncated.jsonl -i examples/directory-exchange.jsonl \
+    -o "$out/desired-truncated.jsonl"
 status=0
-zivsync-diff -q -i "$out/desired-truncated.jsonl" --current examples/current.jsonl --state examples/state \
+zivsync-diff -q -i "$out/desired-truncated.jsonl" --current "$out/run4/current.jsonl" --state "$out/state" \
     -o "$out/plan-truncated.jsonl" || status=$?
-suspensions=$(grep -c '"type":"change","id":"[0-9a-f]*","op":"suspend_user"' "$out/plan-truncated.jsonl" || true)
+suspensions=$(grep '"type":"change"' "$out/plan-truncated.jsonl" | grep -c '"op":"suspend_user"' || true)
 echo "diff exit code $status (3 = refused by a safety check); suspensions planned: $suspensions"
 [ "$status" -eq 3 ] && [ "$suspensions" -eq 0 ]
 
-step "Done: the streams are in $out/"
+step "Done: every stream of every run is in $out/"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from helpers import EXAMPLES, ROOT
 
-SCRIPTS = ["zivsync", "zivsync-normalize", "zivsync-diff", "zivsync-validate"]
+SCRIPTS = ["zivsync", "zivsync-normalize", "zivsync-diff", "zivsync-validate", "zivsync-snapshot", "zivsync-push",
+           "zivsync-sandbox"]
 
 
 def test_installed_wheel_works_outside_the_checkout(tmp_path):
