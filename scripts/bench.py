@@ -708,6 +708,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-generate", action="store_true",
                         help="reuse DIR/directory.jsonl from an earlier --keep DIR run "
                              "(desired, current and plan are always made again)")
+    parser.add_argument("--push-only", action="store_true", help="run only the push section (against the sandbox)")
+    parser.add_argument("--no-push", action="store_true", help="leave out the push section")
     parser.add_argument("--check-sample", metavar="N", type=int, default=1000,
                         help="schema-check N lines of each generated file with jsonschema, half of them "
                              "the first ones, half spread over the file (default 1000; 0: off)")
@@ -834,6 +836,9 @@ def run_bench(args: argparse.Namespace, work: Path) -> tuple[dict, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_push import print_push, run_push_bench
+
     args = parse_args(argv)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -841,7 +846,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         work = Path(tempfile.mkdtemp(prefix="zivsync-bench-"))
     try:
-        figures, ok = run_bench(args, work)
+        figures, ok = ({}, True) if args.push_only else run_bench(args, work)
+        if not args.no_push:
+            figures["push"], push_ok = run_push_bench(work / "push")
+            print_push(figures["push"], push_ok)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
