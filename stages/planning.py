@@ -96,6 +96,7 @@ class Plan:
     changes: list[dict]
     skips: list[dict]
     safety: Safety
+    links: list[dict] = field(default_factory=list)  # matched accounts the local mapping should learn
 
     def summary(self) -> dict:
         ops = Counter(change["op"] for change in self.changes)
@@ -103,11 +104,12 @@ class Plan:
         return {
             "changes": {op: ops[op] for op in OP_ORDER if ops[op]},
             "skips": dict(sorted(reasons.items())),
+            "links": len(self.links),
         }
 
     @property
     def records(self) -> list[dict]:
-        return self.changes + self.skips
+        return self.changes + self.links + self.skips
 
 
 def diff(desired: Iterable[dict | Account], current: Iterable[dict | Account], options: DiffOptions, *,
@@ -244,11 +246,25 @@ class _Planner:
             self.remove(c)
         safety = self.check_safety(desired_complete)
         self.settle_addresses(gone)
+        links = self.links(pairs)
         self.changes = in_dependency_order(self.changes)
         for record in self.changes:
             record["id"] = hashlib.sha256(dumps_canonical(record)).hexdigest()[:16]
         self.skips.sort(key=lambda r: (r["email"], r["reason"], r["op"] or ""))
-        return Plan(self.changes, self.skips, safety)
+        return Plan(self.changes, self.skips, safety, links)
+
+    def links(self, pairs: list[tuple[Account, Account, str]]) -> list[dict]:
+        """Matched accounts with nothing to change whose anchors the mapping does not know yet."""
+        changed = {id(self.claimant[id(c)]) for c in self.changes if id(c) in self.claimant}
+        links = []
+        for d, c, _ in pairs:
+            if id(c) in changed or id(c) in self.left_alone or not c.zivver_id or not d.anchors:
+                continue
+            known = self.mapping.accounts.get(c.zivver_id)
+            if known is None or not set(d.anchors) <= set(known.anchors):
+                links.append({"type": "link", "zivver_id": c.zivver_id, "email": c.email, "kind": c.kind,
+                              "anchors": sorted(set(d.anchors) | set(known.anchors if known else ()))})
+        return sorted(links, key=lambda link: link["email"])
 
     def update(self, d: Account, c: Account, how: str) -> None:
         kind = d.kind

@@ -55,6 +55,7 @@ def command(inputs, output, apply_, resume, state_dir, **connection):
     header = reader.headers[0] if reader.headers else {}
     refusal = _refusal(reader, header)
     changes = in_dependency_order([r for r in records if r["type"] == "change"])
+    links = [r for r in records if r["type"] == "link"]
     cli.log.info("%s", describe_plan(header, records))
     if refusal:
         cli.log.error("plan refused: %s", refusal)
@@ -66,6 +67,10 @@ def command(inputs, output, apply_, resume, state_dir, **connection):
         cli.log.info("nothing to do: no request sent to Zivver")
     done = _applied_before(resume) if resume else set()
     mapping = _load_mapping(state_dir)
+    for link in links:  # accounts in sync: only the local mapping learns something
+        known = mapping.accounts.get(link["zivver_id"])
+        mapping.record(state.MappedAccount(link["zivver_id"], link["email"], link["kind"], link["anchors"],
+                                           known.sso_key if known else None))
     client = zivver.connect(connection)
     try:
         return _push(client, changes, done, mapping, state_dir, output, sources, resume)
@@ -108,6 +113,7 @@ def _push(client, changes, done, mapping, state_dir, output, sources, resume) ->
     except zivver.ZivverError as error:
         raise ZivsyncError(f"cannot read Zivver's accounts: {error}", zivver.exit_status_for(error)) from None
     saver = _MappingSaver(mapping, state_dir)
+    saver.dirty = True  # the links, if nothing else
     pusher = Pusher(client, listing, mapping, saver.changed)
     header = {"plan": input_digests(sources), "zivver": {"url": client.base}, "resumed_from": resume}
     statuses: dict[str, int] = {}

@@ -37,13 +37,15 @@ def _value(value) -> str:
 def describe_plan(header: dict, records: Iterable[dict], limit: int | None = SHOWN) -> str:
     records = list(records)
     changes = [r for r in records if r["type"] == "change"]
-    skips = [r for r in records if r["type"] == "skip"]
+    skips = [r for r in records if r["type"] == "skip"]  # links are not listed: nothing happens to them
     summary = header.get("summary", {})
     lines = [f"plan: {len(changes)} changes, {len(skips)} accounts left alone"]
     for op, count in summary.get("changes", {}).items():
         lines.append(f"  {op:<18} {count:>7}")
     for reason, count in summary.get("skips", {}).items():
         lines.append(f"  left alone: {reason} ({count})")
+    if summary.get("links"):
+        lines.append(f"  in sync, newly linked to their directory object in the account mapping: {summary['links']}")
     if changes:
         lines.append("changes:")
         shown = changes if limit is None else changes[:limit]

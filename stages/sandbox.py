@@ -66,7 +66,7 @@ from . import __version__, cli
 from .cli import ExitStatus, ZivsyncError, option
 from .stream import Input, StreamReader
 
-HELP = """Serve a local, Zivver-compatible SCIM API on 127.0.0.1, faithful to Zivver's quirks.
+HELP = """Serve a local Zivver SCIM API on 127.0.0.1, faithful to its quirks.
 
 \b
 Prints its base URL (http://127.0.0.1:PORT/api/scim/v2) as the first line on standard
@@ -970,10 +970,10 @@ def command(port, claimed_domains, seed, state_file, rate_limit, rate_window, fa
     api_key = os.environ.get(API_KEY_VARIABLE, "")
     if not api_key.strip():
         raise ZivsyncError(f"set the API key clients must present in the environment variable {API_KEY_VARIABLE}")
-    state = _initial_state(claimed_domains, seed, Path(state_file) if state_file else None)
+    state_path = Path(state_file) if state_file else None
+    state = _initial_state(claimed_domains, seed, state_path)
     sandbox = Sandbox(state, api_key.strip(), TokenBucket(rate_limit, rate_window),
-                      Faults(fail_rate, drop_rate, drop_after_write_rate, fault_seed), latency / 1000,
-                      Path(state_file) if state_file else None)
+                      Faults(fail_rate, drop_rate, drop_after_write_rate, fault_seed), latency / 1000, state_path)
     try:
         server = Server(port, sandbox)
     except OSError as failure:
@@ -1003,9 +1003,12 @@ def _initial_state(claimed_domains: Iterable[str], seed: str | None, state_file:
     try:
         if state_file is not None and state_file.exists():
             try:
-                state.load(orjson.loads(state_file.read_bytes()))
-            except (OSError, orjson.JSONDecodeError) as failure:
-                raise StateError(f"cannot read {state_file}: {failure}") from None
+                document = orjson.loads(state_file.read_bytes())
+            except OSError as failure:
+                raise StateError(f"cannot be read: {failure.strerror}") from None
+            except orjson.JSONDecodeError as failure:
+                raise StateError(f"is not valid JSON ({failure})") from None
+            state.load(document)
             if seed:
                 cli.log.info("%s exists: --seed %s is not read", state_file, seed)
             return state
