@@ -265,7 +265,7 @@ def _short(error: Exception) -> str:
 
 def connection_options(func: Callable) -> Callable:
     decorators = [
-        option("--zivver-url", metavar="URL", required=True,
+        option("--zivver-url", metavar="URL",
                help="Zivver's SCIM API, e.g. https://app.zivver.com/api/scim/v2 (or a zivsync-sandbox)."),
         option("--zivver-api-key-file", type=click.Path(dir_okay=False), metavar="FILE",
                help="Read the API key from this file. Default: the environment variable ZIVSYNC_ZIVVER_API_KEY "
@@ -294,6 +294,8 @@ def connect(options: dict) -> Client:
     import os
 
     url = options["zivver_url"]
+    if not url:
+        raise ZivsyncError("no Zivver URL: give --zivver-url or set ZIVSYNC_ZIVVER_URL")
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ZivsyncError(f"--zivver-url {url!r} is not an http(s) URL")
