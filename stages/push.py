@@ -65,7 +65,7 @@ def command(inputs, output, apply_, resume, state_dir, **connection):
         return ExitStatus.OK
     if not changes:
         cli.log.info("nothing to do: no request sent to Zivver")
-    done = _applied_before(resume) if resume else set()
+    done = _applied_before(resume, input_digests(sources)) if resume else set()
     mapping = _load_mapping(state_dir)
     for link in links:  # accounts in sync: only the local mapping learns something
         known = mapping.accounts.get(link["zivver_id"])
@@ -90,14 +90,18 @@ def _refusal(reader: StreamReader, header: dict) -> str | None:
     return None
 
 
-def _applied_before(path: str) -> set[str]:
+def _applied_before(path: str, plan: list[dict]) -> set[str]:
     """Change ids that an earlier run's results say were applied (that run may have been cut off)."""
     reader = StreamReader([Input.open(path)], ["results"])
     try:
-        return {r["change_id"] for r in reader if r["status"] == "applied" or (
+        done = {r["change_id"] for r in reader if r["status"] == "applied" or (
             r["status"] == "skipped" and (r.get("message") or "").startswith(RESUMED))}
     except StreamError as error:
         raise ZivsyncError(f"cannot resume from {path}: {error}") from None
+    earlier = [d["sha256"] for d in (reader.headers[0].get("plan") or [])] if reader.headers else []
+    if earlier != [d["sha256"] for d in plan]:
+        cli.log.warning("%s records a push of another plan: only changes with the same id are skipped", path)
+    return done
 
 
 def _load_mapping(state_dir: str | None) -> state.Mapping:

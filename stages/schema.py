@@ -239,6 +239,12 @@ def type_of(record: Any) -> str:
 
 
 @functools.cache
+def uniqueness_checks(kind: str) -> dict[type, RecordChecker]:
+    """By Struct class, the checkers of the record types that have uniqueItems constraints."""
+    return {c.struct: c for c in data_checkers(kind).values() if c._unique}
+
+
+@functools.cache
 def data_checkers(kind: str) -> dict[str, RecordChecker]:
     """The checkers of a stream kind's data records (all but header and end), by type."""
     return {t: checker(kind, t) for t in record_types(kind) if t not in ("header", "end")}

@@ -81,10 +81,6 @@ class Segment:
         return schema.data_checkers(self.kind)
 
     @property
-    def decode(self):
-        return schema.decoder(self.kind).decode
-
-    @property
     def incomplete_reasons(self) -> list[str]:
         where = f"{self.file}: segment from line {self.line}"
         if self.cut_off:
@@ -173,16 +169,18 @@ class StreamReader:
     def _read(self, source: Input) -> Iterator[dict]:
         segment: Segment | None = None
         closed = False  # the current segment saw its end record
+        decode = unique = None  # the quick way, for typed reading: set for each segment
         number = 0
         for line in _lines(source):
             number += 1
-            if self.typed and segment is not None and not closed:
+            if decode is not None and not closed:
                 try:  # the quick way for the valid data records that are nearly all of a stream
-                    typed = segment.decode(line)
+                    typed = decode(line)
                 except (msgspec.ValidationError, msgspec.DecodeError):
                     pass  # a header, an end, or a problem: the careful way below says which
                 else:
-                    if segment.checkers[schema.type_of(typed)].distinct(typed):
+                    checker = unique.get(type(typed))
+                    if checker is None or checker.distinct(typed):
                         segment.count += 1
                         yield typed
                         continue
@@ -221,6 +219,8 @@ class StreamReader:
                     continue
                 segment, closed = Segment(source.name, number, record), False
                 self.segments.append(segment)
+                if self.typed:
+                    decode, unique = schema.decoder(segment.kind).decode, schema.uniqueness_checks(segment.kind)
             elif segment is None:
                 self._problem(Problem(source.name, number, "comes before any header record", record_type))
             elif closed:
