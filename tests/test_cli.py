@@ -240,3 +240,10 @@ def test_validate_reports_every_problem(tmp_path):
     assert f"{broken}:2: person record: field 'mail'" in done.stderr
     assert f"{broken}:3: person record: field 'mailbox'" in done.stderr
     assert "INVALID (2 problems), INCOMPLETE" in done.stderr
+
+
+def test_validate_takes_input_options_and_writes_its_report_to_a_file(tmp_path, directory):
+    report = tmp_path / "report.txt"
+    done = run("zivsync-validate", "-i", directory, "-o", report)
+    assert done.returncode == 0 and done.stderr == ""
+    assert report.read_text().startswith(f"{directory}: valid, complete: directory stream")

@@ -270,3 +270,16 @@ def read_jsonl_lenient(path: Path) -> list[dict]:
         except orjson.JSONDecodeError:
             pass
     return [r for r in records if r["type"] == "result"]
+
+
+def test_resuming_from_the_results_of_another_plan_warns(seeded):
+    sandbox, sync = seeded
+    first = sync.plan()
+    sync.push(first, "--rate-limit", "1000", "--rate-window", "1")
+    user = sandbox.scim("GET", "/Users").json()["Resources"][0]
+    assert sandbox.scim("PUT", f"/Users/{user['id']}", dict(user, name={"formatted": "Tampered"})).status_code == 200
+    second = sync.plan()
+    done = sync.stage("zivsync-push", "-i", second, "--apply", "--state", sync.state, "--resume",
+                      first.with_name("results.jsonl"), "-o", second.with_name("results.jsonl"))
+    assert "records a push of another plan" in done.stderr
+    assert {r["status"] for r in read_jsonl(second.with_name("results.jsonl"))[1:-1]} == {"applied"}
