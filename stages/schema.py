@@ -109,6 +109,10 @@ class RecordChecker:
     def distinct(self, record: Any) -> bool:
         """The uniqueItems constraints, which msgspec types cannot express."""
         for path in self._unique:
+            if len(path) == 1 and isinstance(record, dict):  # the common case, kept quick
+                value = record.get(path[0])
+                if value is None or len(value) < 2 or len(set(value)) == len(value):
+                    continue
             if not _distinct(record, path):
                 return False
         return True
