@@ -348,7 +348,7 @@ class StreamWriter:
 
     def _put(self, record: dict) -> None:
         self.line += 1
-        self.out.write(orjson.dumps(record) + b"\n")
+        self.out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
         if self.flush_each:
             self.out.flush()
 
