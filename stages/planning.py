@@ -138,7 +138,6 @@ class _Planner:
         self.changes: list[dict] = []
         self.skips: list[dict] = []
         self.left_alone: set[int] = set()  # current accounts (by id) nothing may change
-        self.counterpart: dict[int, Account] = {}  # current account (by id) -> its desired account
         self.claimant: dict[int, dict] = {}  # change (by id) -> the current account it changes, if any
 
     # -- matching ----------------------------------------------------------------------
@@ -160,7 +159,6 @@ class _Planner:
             pairs[d.email] = (d, c, how)
             taken.add(id(c))
             decided.add(d.email)
-            self.counterpart[id(c)] = d
 
         def belongs_elsewhere(d: Account, c: Account) -> bool:
             """The mapping ties c to other anchors than d's: its address was reused."""
@@ -524,7 +522,8 @@ def in_dependency_order(changes: list[dict]) -> list[dict]:
 
 
 def apply(current: Iterable[dict], plan: Plan) -> list[dict]:
-    """What Zivver would hold after the plan: used by tests and dry runs to check a plan."""
+    """What Zivver would hold after the plan, applied in order: the meaning of a plan, which the
+    property tests check plans against."""
     accounts = {c.get("zivver_id") or c["email"]: dict(c) for c in current}
     for change in plan.changes:
         key = change["zivver_id"] or change["email"]
