@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import random
 import threading
 import time
@@ -291,8 +292,6 @@ CONNECTION_OPTIONS = ("zivver_url", "zivver_api_key_file", "ca_file", "insecure"
 
 def connect(options: dict) -> Client:
     """A client from the connection options, the key from the environment or a file."""
-    import os
-
     url = options["zivver_url"]
     if not url:
         raise ZivsyncError("no Zivver URL: give --zivver-url or set ZIVSYNC_ZIVVER_URL")
