@@ -94,6 +94,21 @@ def open_inputs(paths: tuple[str, ...]) -> list[Input]:
     return [Input.open(path) for path in paths]
 
 
+def read_secret(path: str | None, variable: str, what: str, file_option: str) -> str:
+    """A secret from the file named by ``file_option``, else from the environment variable:
+    never from a flag, which process lists and shell histories show to everyone."""
+    if path:
+        try:
+            secret = Path(path).read_text(encoding="utf-8-sig").strip()
+        except OSError as error:
+            raise ZivsyncError(f"cannot read the {what} file {path}: {error.strerror}") from None
+    else:
+        secret = os.environ.get(variable, "").strip()
+    if not secret:
+        raise ZivsyncError(f"no {what}: set {variable} or name a file with {file_option}")
+    return secret
+
+
 # -- configuration ----------------------------------------------------------------------
 
 

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import random
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -30,7 +28,7 @@ import click
 import orjson
 import requests
 
-from . import __version__
+from . import __version__, cli
 from .cli import ExitStatus, ZivsyncError, option
 
 log = logging.getLogger("zivsync")
@@ -300,26 +298,14 @@ def connect(options: dict) -> Client:
         raise ZivsyncError(f"--zivver-url {url!r} is not an http(s) URL")
     if parts.scheme == "http" and not _loopback(parts.hostname):
         raise ZivsyncError("--zivver-url must use https (plain http is only for a zivsync-sandbox on this machine)")
-    key = _api_key(options.get("zivver_api_key_file"), os.environ.get("ZIVSYNC_ZIVVER_API_KEY"))
+    key = cli.read_secret(options.get("zivver_api_key_file"), "ZIVSYNC_ZIVVER_API_KEY", "Zivver API key",
+                          "--zivver-api-key-file")
     verify: bool | str = options.get("ca_file") or True
     if options.get("insecure"):
         log.warning("TLS certificates are NOT verified (--insecure): anyone in between can read the API key")
         verify = False
     return Client(url, key, rate=options["rate_limit"], window=options["rate_window"], timeout=options["timeout"],
                   verify=verify)
-
-
-def _api_key(path: str | None, environment: str | None) -> str:
-    if path:
-        try:
-            key = Path(path).read_text(encoding="utf-8-sig").strip()
-        except OSError as error:
-            raise ZivsyncError(f"cannot read the API key file {path}: {error.strerror}") from None
-    else:
-        key = (environment or "").strip()
-    if not key:
-        raise ZivsyncError("no Zivver API key: set ZIVSYNC_ZIVVER_API_KEY or name a file with --zivver-api-key-file")
-    return key
 
 
 def _loopback(host: str) -> bool:
