@@ -227,8 +227,11 @@ class Directory:
         while pending:
             current = pending.pop()
             group = self.groups.get(current)
-            for members in (group.members if group else (), self._member_of.get(current, ())):
+            for members in (group.members if group else (), self._member_of.get(current, ()),
+                            self._member_of.get(group.dn.lower(), ()) if group and group.dn else ()):
                 for member in members:
+                    if member not in self.persons and member not in self.groups:
+                        member = self.resolve(member) or member  # a DN, as extract-ldap writes them
                     if member in self.persons:
                         people.add(member)
                     elif member in self.groups and member not in seen:

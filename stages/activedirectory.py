@@ -1,0 +1,638 @@
+"""Active Directory as directory records: the logic behind zivsync-extract-ldap.
+
+Two readers give the same *entries* (a DN and its raw attribute values, keys lower-cased):
+:class:`LiveDirectory` pages through a domain controller over LDAPS or StartTLS with ldap3,
+:class:`LdifDirectory` reads an export made with ``ldifde`` or ``ldapsearch``. One set of pure
+functions (:func:`person_record`, :func:`group_record`) turns entries into records, so a live
+read and an export of the same directory give the same stream, and both apply the same scope:
+OUs to include and exclude, groups whose (nested) members to include or exclude, an extra
+LDAP filter.
+
+Nothing here keeps people in memory: entries are turned into records and written as they come,
+a page (``--page-size``) at a time. Group members are written as the DNs Active Directory gives;
+zivsync-normalize resolves them (a DN-to-anchor map here would grow with the directory).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import ssl
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+from urllib.parse import urlsplit
+
+from .cli import ExitStatus, ZivsyncError
+
+log = logging.getLogger("zivsync")
+
+Attributes = dict[str, list[bytes]]  # lower-cased attribute name -> raw values
+Entry = tuple[str, Attributes]
+
+IN_CHAIN = "1.2.840.113556.1.4.1941"  # LDAP_MATCHING_RULE_IN_CHAIN: nested membership
+PAGED_RESULTS = "1.2.840.113556.1.4.319"
+ACCOUNT_DISABLED = 0x2  # userAccountControl ACCOUNTDISABLE
+SECURITY_GROUP = 0x80000000  # groupType: a security (not distribution) group
+
+# msExchRecipientTypeDetails -> the record's mailbox kind (exchange.md §2.3; hybrid "Remote"
+# kinds are the on-premise side of Exchange Online mailboxes and count the same)
+MAILBOX_KINDS = {
+    1: "user", 2: "user", 2147483648: "user",  # UserMailbox, LinkedMailbox, RemoteUserMailbox
+    4: "shared", 34359738368: "shared",  # SharedMailbox, RemoteSharedMailbox
+    16: "room", 8589934592: "room",  # RoomMailbox, RemoteRoomMailbox
+    32: "equipment", 17179869184: "equipment",  # EquipmentMailbox, RemoteEquipmentMailbox
+}
+
+PERSON_ATTRIBUTES = ("objectClass", "objectGUID", "mS-DS-ConsistencyGuid", "objectSid", "sAMAccountName",
+                     "userPrincipalName", "mail", "proxyAddresses", "displayName", "givenName", "sn",
+                     "userAccountControl", "msExchRecipientTypeDetails", "memberOf")
+GROUP_ATTRIBUTES = ("objectClass", "objectGUID", "objectSid", "sAMAccountName", "cn", "displayName", "mail",
+                    "proxyAddresses", "groupType", "member")
+PERSON_FILTER = "(&(objectCategory=person)(objectClass=user))"
+GROUP_FILTER = "(objectClass=group)"
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")  # the schemas' test for an address
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What to read and how to describe it (the same for a live read and an LDIF file)."""
+
+    base_dn: str
+    include_ous: tuple[str, ...] = ()  # people only under these (groups are read from the base DN)
+    exclude_ous: tuple[str, ...] = ()  # nobody and no group under these
+    include_groups: tuple[str, ...] = ()  # people who are (nested) members of one of these
+    exclude_groups: tuple[str, ...] = ()  # ... and of none of these
+    filter: str | None = None  # an extra LDAP filter for people
+    group_filter: str | None = None  # an extra LDAP filter for groups
+    extra_attributes: tuple[str, ...] = ()
+    sso_key_attribute: str = "objectGUID"
+    phone_attributes: tuple[str, ...] = ("mobile", "telephoneNumber")
+    default_region: str | None = None
+    source: str = "ldap"
+
+    def person_attributes(self) -> list[str]:
+        return _unique([*PERSON_ATTRIBUTES, *self.phone_attributes, self.sso_key_attribute, *self.extra_attributes])
+
+    def group_attributes(self) -> list[str]:
+        return _unique([*GROUP_ATTRIBUTES, *self.extra_attributes])
+
+    def outside(self, dn: str, person: bool) -> bool:
+        """Whether the OU lists leave this object out."""
+        lowered = dn.lower()
+        if any(_under(lowered, ou) for ou in self.exclude_ous):
+            return True
+        return person and bool(self.include_ous) and not any(_under(lowered, ou) for ou in self.include_ous)
+
+    def person_filter(self) -> str:
+        from ldap3.utils.conv import escape_filter_chars
+        parts = [PERSON_FILTER]
+        if self.include_groups:
+            chain = "".join(f"(memberOf:{IN_CHAIN}:={escape_filter_chars(g)})" for g in self.include_groups)
+            parts.append(f"(|{chain})" if len(self.include_groups) > 1 else chain)
+        parts += [f"(!(memberOf:{IN_CHAIN}:={escape_filter_chars(g)}))" for g in self.exclude_groups]
+        if self.filter:
+            parts.append(_parenthesized(self.filter))
+        return parts[0] if len(parts) == 1 else "(&" + "".join(parts) + ")"
+
+    def group_search_filter(self) -> str:
+        return f"(&{GROUP_FILTER}{_parenthesized(self.group_filter)})" if self.group_filter else GROUP_FILTER
+
+    def search_bases(self) -> list[str]:
+        """Where to search for people: the included OUs (none inside another), or the base DN."""
+        bases = list(self.include_ous) or [self.base_dn]
+        return [b for b in bases if not any(o is not b and _under(b.lower(), o) for o in bases)]
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for name in names:
+        seen.setdefault(name.lower(), name)
+    return list(seen.values())
+
+
+def _under(lowered_dn: str, ou: str) -> bool:
+    ou = ou.lower()
+    return lowered_dn == ou or lowered_dn.endswith("," + ou)
+
+
+def _parenthesized(text: str) -> str:
+    text = text.strip()
+    return text if text.startswith("(") else f"({text})"
+
+
+# -- entries to records (pure) ------------------------------------------------------------
+
+
+def guid_text(raw: bytes) -> str:
+    """objectGUID (and ms-DS-ConsistencyGuid) as Active Directory shows it: mixed-endian."""
+    return str(uuid.UUID(bytes_le=bytes(raw)))
+
+
+def sid_text(raw: bytes) -> str:
+    """objectSid's binary form (MS-DTYP 2.4.2.2) as S-1-5-21-..."""
+    raw = bytes(raw)
+    if len(raw) < 8 or len(raw) != 8 + 4 * raw[1]:
+        raise ValueError(f"not a SID: {len(raw)} bytes")
+    authority = int.from_bytes(raw[2:8], "big")
+    subs = (int.from_bytes(raw[8 + 4 * i: 12 + 4 * i], "little") for i in range(raw[1]))
+    return f"S-{raw[0]}-{authority}" + "".join(f"-{s}" for s in subs)
+
+
+def _text(attributes: Attributes, name: str) -> str | None:
+    values = attributes.get(name.lower())
+    if not values:
+        return None
+    value = values[0].decode("utf-8").strip()
+    return value or None
+
+
+def _int(attributes: Attributes, name: str) -> int | None:
+    text = _text(attributes, name)
+    return int(text) if text is not None else None
+
+
+def _anchor(attributes: Attributes) -> str:
+    consistency = attributes.get("ms-ds-consistencyguid")
+    if consistency and len(consistency[0]) == 16:
+        return guid_text(consistency[0])
+    guid = attributes.get("objectguid")
+    if not guid or len(guid[0]) != 16:
+        raise ValueError("no objectGUID (an export must include it)")
+    return guid_text(guid[0])
+
+
+def mail_addresses(attributes: Attributes, notes: Counter) -> tuple[str | None, list[str]]:
+    """(primary address, every SMTP address with the primary first), lower-cased.
+
+    proxyAddresses is the truth (``SMTP:`` primary, ``smtp:`` secondary; X500, SIP and other
+    kinds are not mail); ``mail`` stands in when there is no SMTP: entry. Addresses that are
+    not addresses are left out and counted."""
+    primary, secondary = None, []
+    for raw in attributes.get("proxyaddresses", ()):
+        kind, _, address = raw.decode("utf-8").strip().partition(":")
+        if kind == "SMTP" and primary is None:
+            primary = address
+        elif kind.lower() == "smtp":
+            secondary.append(address)
+    primary = _address(primary or _text(attributes, "mail"), notes)
+    addresses = [primary] if primary else []
+    for address in secondary:
+        address = _address(address, notes)
+        if address and address not in addresses:
+            addresses.append(address)
+    return primary, addresses
+
+
+def _address(text: str | None, notes: Counter) -> str | None:
+    if not text:
+        return None
+    address = text.strip().lower()
+    if EMAIL.match(address) and len(address) <= 320:
+        return address
+    notes["malformed e-mail address left out"] += 1
+    return None
+
+
+def phone_number(attributes: Attributes, scope: Scope, notes: Counter) -> str | None:
+    """The first of the phone attributes that is a valid number, as E.164."""
+    import phonenumbers
+    for name in scope.phone_attributes:
+        text = _text(attributes, name)
+        if not text:
+            continue
+        try:
+            number = phonenumbers.parse(text, scope.default_region)
+        except phonenumbers.NumberParseException:
+            number = None
+        if number is not None and phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        notes[f"{name} is not a valid phone number" + ("" if scope.default_region else
+                                                       " (no --default-region for local numbers)")] += 1
+    return None
+
+
+def attribute_value(name: str, values: list[bytes]) -> str | list[str] | None:
+    """An attribute as a record shows it: GUIDs and SIDs in their text form, text as text,
+    other binary values as hex; several values as a list."""
+    def one(raw: bytes) -> str:
+        lowered = name.lower()
+        if lowered.endswith("guid") and len(raw) == 16:
+            return guid_text(raw)
+        if lowered == "objectsid":
+            return sid_text(raw)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.hex()
+    if not values:
+        return None
+    return one(values[0]) if len(values) == 1 else [one(v) for v in values]
+
+
+def _extra(attributes: Attributes, scope: Scope) -> dict:
+    return {name: attribute_value(name, attributes.get(name.lower(), [])) for name in scope.extra_attributes}
+
+
+def _sso_key(attributes: Attributes, scope: Scope) -> str | None:
+    value = attribute_value(scope.sso_key_attribute, attributes.get(scope.sso_key_attribute.lower(), []))
+    return value[0] if isinstance(value, list) else value
+
+
+def mailbox_kind(attributes: Attributes) -> str:
+    return MAILBOX_KINDS.get(_int(attributes, "msExchRecipientTypeDetails") or 0, "none")
+
+
+def person_record(entry: Entry, scope: Scope, notes: Counter) -> dict:
+    """A user object as a directory ``person`` record."""
+    dn, attributes = entry
+    primary, addresses = mail_addresses(attributes, notes)
+    control = _int(attributes, "userAccountControl")
+    sid = attributes.get("objectsid")
+    record = {
+        "type": "person", "source": scope.source, "anchor": _anchor(attributes), "dn": dn,
+        "upn": _text(attributes, "userPrincipalName"), "sam_account_name": _text(attributes, "sAMAccountName"),
+        "sid": sid_text(sid[0]) if sid else None, "mail": primary, "addresses": addresses,
+        "display_name": _text(attributes, "displayName"), "given_name": _text(attributes, "givenName"),
+        "surname": _text(attributes, "sn"),
+        "enabled": None if control is None else not control & ACCOUNT_DISABLED,
+        "mailbox": mailbox_kind(attributes), "phone": phone_number(attributes, scope, notes),
+        "groups": [v.decode("utf-8") for v in attributes.get("memberof", ())],
+        "sso_key": _sso_key(attributes, scope),
+    }
+    if scope.extra_attributes:
+        record["extra"] = _extra(attributes, scope)
+    return record
+
+
+def group_record(entry: Entry, scope: Scope, notes: Counter) -> dict:
+    """A group object as a directory ``group`` record; members are DNs."""
+    dn, attributes = entry
+    primary, addresses = mail_addresses(attributes, notes)
+    group_type = _int(attributes, "groupType") or 0
+    sid = attributes.get("objectsid")
+    record = {
+        "type": "group", "source": scope.source, "id": _anchor(attributes),
+        "name": _text(attributes, "displayName") or _text(attributes, "cn") or _text(attributes, "sAMAccountName")
+        or dn.partition(",")[0].partition("=")[2],
+        "dn": dn, "sid": sid_text(sid[0]) if sid else None, "mail": primary, "addresses": addresses,
+        "mail_enabled": primary is not None, "security_enabled": bool(group_type & SECURITY_GROUP),
+        "members": [v.decode("utf-8") for v in attributes.get("member", ())],
+    }
+    if scope.extra_attributes:
+        record["extra"] = _extra(attributes, scope)
+    return record
+
+
+def records(directory: "LiveDirectory | LdifDirectory", scope: Scope, notes: Counter) -> Iterator[dict]:
+    """People, then groups, as records; an object that can't be read becomes an ``error``
+    record (which makes the desired accounts incomplete, so nobody is suspended on its account)."""
+    for kind, entries, convert in (("person", directory.people(), person_record),
+                                   ("group", directory.groups(), group_record)):
+        for entry in entries:
+            try:
+                yield convert(entry, scope, notes)
+            except (ValueError, UnicodeDecodeError) as error:
+                notes[f"{kind} that could not be read"] += 1
+                yield {"type": "error", "source": scope.source, "object": entry[0], "operation": f"read {kind}",
+                       "message": str(error)}
+
+
+# -- a live directory ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    """How to reach and bind to the domain controllers."""
+
+    urls: tuple[str, ...]
+    bind_dn: str | None = None
+    password: str | None = field(default=None, repr=False)
+    kerberos: bool = False
+    ca_file: str | None = None
+    tls_server_name: str | None = None
+    allow_plain: bool = False  # plain ldap:// without StartTLS: the password in clear text
+    verify_tls: bool = True
+    timeout: float = 15.0
+
+
+class LdapFailure(ZivsyncError):
+    """Could not reach, trust or bind to a domain controller: exit 4."""
+
+    def __init__(self, message: str):
+        super().__init__(message, ExitStatus.UNREACHABLE)
+
+
+def _endpoint(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url if "://" in url else f"ldaps://{url}")
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise ZivsyncError(f"--url {url!r}: give ldaps://HOST[:PORT] or ldap://HOST[:PORT]")
+    return parts.scheme, parts.hostname, parts.port or (636 if parts.scheme == "ldaps" else 389)
+
+
+def _tls_failure(error: BaseException) -> bool:
+    text = f"{error} {getattr(error, '__cause__', '')}".lower()
+    return "certificate" in text or "ssl" in text and "verify" in text or "hostname" in text
+
+
+class LiveDirectory:
+    """Entries paged from a domain controller."""
+
+    def __init__(self, server: Server, scope: Scope, page_size: int = 1000):
+        self.server, self.scope, self.page_size = server, scope, page_size
+        self.url: str | None = None
+        self.connection = None
+
+    # connecting
+
+    def connect(self) -> "LiveDirectory":
+        """Bind to the first domain controller that answers; the next URL only when one is down
+        (not when TLS or the password fails: other DCs would say the same, and every wrong
+        password counts towards the account's lockout)."""
+        if not self.server.urls:
+            raise ZivsyncError("no domain controller: give --url ldaps://dc.example.com")
+        down = []
+        for url in self.server.urls:
+            try:
+                self.connection = self._bind(url)
+            except _Down as error:
+                log.warning("%s is not reachable (%s)%s", url, error, "; trying the next one"
+                            if url != self.server.urls[-1] else "")
+                down.append(f"{url} ({error})")
+                continue
+            self.url = url
+            log.info("bound to %s as %s", url, self.server.bind_dn or "the Kerberos ticket's principal")
+            self._check_bases()
+            return self
+        raise LdapFailure("no domain controller reachable: " + "; ".join(down))
+
+    def _bind(self, url: str):
+        import ldap3
+        from ldap3.core import exceptions as ldap_errors
+
+        scheme, host, port = _endpoint(url)
+        server = ldap3.Server(host, port=port, use_ssl=scheme == "ldaps", tls=self._tls(),
+                              get_info=ldap3.NONE, connect_timeout=self.server.timeout)
+        options = dict(auto_bind=ldap3.AUTO_BIND_NONE, raise_exceptions=True, read_only=True,
+                       auto_referrals=False, auto_range=False, check_names=False,
+                       receive_timeout=int(self.server.timeout))
+        if self.server.kerberos:
+            try:
+                import gssapi  # noqa: F401  (ldap3 needs it for SASL GSSAPI)
+            except ImportError:
+                raise ZivsyncError("Kerberos needs the optional gssapi package: pip install gssapi") from None
+            connection = ldap3.Connection(server, authentication=ldap3.SASL, sasl_mechanism=ldap3.KERBEROS, **options)
+        else:
+            if not self.server.bind_dn:
+                raise ZivsyncError("no --bind-dn: give the account to bind as (DN, UPN or DOMAIN\\user), "
+                                   "or use --kerberos")
+            if not self.server.password:
+                raise ZivsyncError("no LDAP password: set ZIVSYNC_LDAP_PASSWORD or name a file with --password-file")
+            connection = ldap3.Connection(server, user=self.server.bind_dn, password=self.server.password,
+                                          authentication=ldap3.SIMPLE, **options)
+        try:
+            connection.open()
+            if scheme == "ldap" and not self.server.allow_plain:
+                connection.start_tls()
+            connection.bind()
+        except ldap_errors.LDAPInvalidCredentialsResult:
+            raise LdapFailure(f"{url}: invalid credentials for {self.server.bind_dn} (the password comes from "
+                              "ZIVSYNC_LDAP_PASSWORD or --password-file)") from None
+        except ldap_errors.LDAPStrongerAuthRequiredResult:
+            raise LdapFailure(f"{url}: the server requires an encrypted connection: use ldaps:// or StartTLS "
+                              "(leave out --allow-plain-ldap)") from None
+        except (ldap_errors.LDAPSocketOpenError, ldap_errors.LDAPStartTLSError,
+                ldap_errors.LDAPSocketReceiveError, ldap_errors.LDAPSocketSendError, OSError) as error:
+            if _tls_failure(error):
+                raise LdapFailure(f"{url}: TLS certificate verification failed ({_reason(error)}); give the "
+                                  "CA that signed the DC's certificate with --ca-file") from None
+            raise _Down(_reason(error)) from None
+        except ldap_errors.LDAPException as error:
+            raise LdapFailure(f"{url}: bind failed: {_reason(error)}") from None
+        return connection
+
+    def _tls(self):
+        import ldap3
+        if not self.server.verify_tls:
+            log.warning("TLS certificates are NOT verified (--no-verify-tls): anyone in between can read the "
+                        "password and the directory")
+        return ldap3.Tls(validate=ssl.CERT_REQUIRED if self.server.verify_tls else ssl.CERT_NONE,
+                         ca_certs_file=self.server.ca_file, version=ssl.PROTOCOL_TLS_CLIENT,
+                         valid_names=[self.server.tls_server_name] if self.server.tls_server_name else None)
+
+    def _check_bases(self) -> None:
+        """Every base the read starts from exists: a typo must fail, not read nothing."""
+        import ldap3
+        from ldap3.core import exceptions as ldap_errors
+        for base in [self.scope.base_dn, *self.scope.include_ous]:
+            try:
+                self.connection.search(base, "(objectClass=*)", ldap3.BASE, attributes=["objectClass"])
+            except ldap_errors.LDAPNoSuchObjectResult:
+                raise LdapFailure(f"{self.url}: base DN not found: {base}") from None
+            except ldap_errors.LDAPException as error:
+                raise LdapFailure(f"{self.url}: cannot read {base}: {_reason(error)}") from None
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.unbind()
+            self.connection = None
+
+    # reading
+
+    def people(self) -> Iterator[Entry]:
+        for base in self.scope.search_bases():
+            for entry in self._search(base, self.scope.person_filter(), self.scope.person_attributes()):
+                if not self.scope.outside(entry[0], person=True):
+                    yield entry
+
+    def groups(self) -> Iterator[Entry]:
+        for entry in self._search(self.scope.base_dn, self.scope.group_search_filter(), self.scope.group_attributes()):
+            if not self.scope.outside(entry[0], person=False):
+                yield entry
+
+    def _search(self, base: str, search_filter: str, attributes: list[str]) -> Iterator[Entry]:
+        """A paged subtree search; each page is taken off the connection before its entries are
+        handed on, so following a ranged attribute in between does not disturb the paging."""
+        import ldap3
+        log.debug("%s", self.ldapsearch_command(base, search_filter, attributes, paged=True))
+        cookie = None
+        while True:
+            response = self._call(base, search_filter, ldap3.SUBTREE, attributes, paged_size=self.page_size,
+                                  paged_cookie=cookie)
+            controls = (self.connection.result or {}).get("controls") or {}
+            cookie = controls.get(PAGED_RESULTS, {}).get("value", {}).get("cookie")
+            for dn, raw in response:
+                yield dn, self._complete_ranges(dn, raw)
+            if not cookie:
+                return
+
+    def _call(self, base, search_filter, scope, attributes, **paging) -> list[tuple[str, Attributes]]:
+        from ldap3.core import exceptions as ldap_errors
+        try:
+            self.connection.search(base, search_filter, scope, attributes=attributes, **paging)
+        except ldap_errors.LDAPInvalidFilterError as error:
+            raise ZivsyncError(f"invalid LDAP filter {search_filter}: {error}") from None
+        except ldap_errors.LDAPNoSuchObjectResult:
+            raise LdapFailure(f"{self.url}: base DN not found: {base}") from None
+        except ldap_errors.LDAPException as error:
+            raise LdapFailure(f"{self.url}: search under {base} failed: {_reason(error)}") from None
+        return [(item["dn"], {k.lower(): list(v) for k, v in item["raw_attributes"].items()})
+                for item in self.connection.response or () if item.get("type") == "searchResEntry"]
+
+    def _complete_ranges(self, dn: str, attributes: Attributes) -> Attributes:
+        """Follow ranged values (``member;range=0-1499``: Active Directory gives at most 1,500
+        values of an attribute at a time) to the end (``;range=N-*``)."""
+        import ldap3
+        for key in [k for k in attributes if ";range=" in k]:
+            name, _, span = key.partition(";range=")
+            values = attributes.pop(key)
+            last = span.partition("-")[2]
+            while last != "*":
+                wanted = f"{name};range={int(last) + 1}-*"
+                log.debug("%s", self.ldapsearch_command(dn, "(objectClass=*)", [wanted], paged=False, base_scope=True))
+                found = self._call(dn, "(objectClass=*)", ldap3.BASE, [wanted])
+                more = next((k for k in (found[0][1] if found else {}) if k.startswith(name + ";range=")), None)
+                if more is None:
+                    raise LdapFailure(f"{self.url}: {dn}: the server stopped giving {name} after {len(values)} values")
+                values += found[0][1][more]
+                last = more.partition(";range=")[2].partition("-")[2]
+            attributes[name] = attributes.get(name, []) + values
+        return attributes
+
+    def ldapsearch_command(self, base: str, search_filter: str, attributes: list[str], *, paged: bool,
+                           base_scope: bool = False) -> str:
+        """The OpenLDAP ``ldapsearch`` command line that asks the same (the password prompted
+        for with -W, never shown), so an administrator can see what the tool saw."""
+        return ldapsearch_command(self.url or self.server.urls[0], self.server, base, search_filter, attributes,
+                                  page_size=self.page_size if paged else None, base_scope=base_scope)
+
+
+class _Down(Exception):
+    """This domain controller did not answer; the next one may."""
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text.replace("\n", " ")[:300]
+
+
+def ldapsearch_command(url: str, server: Server, base: str, search_filter: str, attributes: list[str], *,
+                       page_size: int | None, base_scope: bool = False) -> str:
+    scheme, host, port = _endpoint(url)
+    words = []
+    if server.ca_file:
+        words.append(f"LDAPTLS_CACERT={shlex.quote(str(server.ca_file))}")
+    if not server.verify_tls:
+        words.append("LDAPTLS_REQCERT=never")
+    words += ["ldapsearch", "-H", f"{scheme}://{host}:{port}"]
+    if scheme == "ldap" and not server.allow_plain:
+        words.append("-ZZ")
+    words += ["-Y", "GSSAPI"] if server.kerberos else ["-x", "-D", shlex.quote(server.bind_dn or ""), "-W"]
+    words += ["-b", shlex.quote(base), "-s", "base" if base_scope else "sub"]
+    if page_size:
+        words += ["-E", f"pr={page_size}/noprompt"]
+    words.append(shlex.quote(search_filter))
+    words += [shlex.quote(a) for a in attributes]
+    return " ".join(words)
+
+
+# -- an LDIF export -----------------------------------------------------------------------
+
+
+class LdifDirectory:
+    """Entries from an LDIF export, with the scope a live search would apply applied here."""
+
+    def __init__(self, path: str | Path, scope: Scope):
+        from . import ldapfilter
+        self.path, self.scope = Path(path), scope
+        try:
+            self._people_filter = ldapfilter.compile_filter(scope.filter) if scope.filter else None
+            self._group_filter = ldapfilter.compile_filter(scope.group_filter) if scope.group_filter else None
+        except ldapfilter.FilterError as error:
+            raise ZivsyncError(f"invalid LDAP filter: {error}") from None
+        self._nested: dict[str, set[str]] | None = None
+
+    def _entries(self) -> Iterator[Entry]:
+        from .ldif import LdifError, read_entries
+        try:
+            for dn, attributes in read_entries(self.path):
+                yield dn, _merge_ranges(attributes)
+        except LdifError as error:
+            raise ZivsyncError(str(error)) from None
+        except OSError as error:
+            raise ZivsyncError(f"cannot read {self.path}: {error.strerror}") from None
+
+    def _members_graph(self) -> dict[str, set[str]]:
+        """Each group's direct members (lower-cased DNs), read in a first pass for nested
+        membership (what LDAP_MATCHING_RULE_IN_CHAIN asks a live DC)."""
+        if self._nested is None:
+            self._nested = {dn.lower(): {m.decode("utf-8").lower() for m in attributes.get("member", ())}
+                            for dn, attributes in self._entries() if _is_group(attributes)}
+        return self._nested
+
+    def in_chain(self, dn: str, group: str) -> bool:
+        """Whether ``dn`` is a member of ``group``, directly or through nested groups."""
+        graph, target = self._members_graph(), dn.lower()
+        seen, pending = {group.lower()}, [group.lower()]
+        while pending:
+            for member in graph.get(pending.pop(), ()):
+                if member == target:
+                    return True
+                if member in graph and member not in seen:
+                    seen.add(member)
+                    pending.append(member)
+        return False
+
+    def _keeps_person(self, dn: str, attributes: Attributes) -> bool:
+        scope = self.scope
+        if not _under(dn.lower(), scope.base_dn) or scope.outside(dn, person=True):
+            return False
+        if scope.include_groups and not any(self.in_chain(dn, g) for g in scope.include_groups):
+            return False
+        if any(self.in_chain(dn, g) for g in scope.exclude_groups):
+            return False
+        return self._people_filter is None or self._people_filter.matches(
+            attributes, lambda name, group: name == "memberof" and self.in_chain(dn, group))
+
+    def people(self) -> Iterator[Entry]:
+        if self.scope.include_groups or self.scope.exclude_groups or (
+                self.scope.filter and IN_CHAIN in self.scope.filter):
+            self._members_graph()
+        for dn, attributes in self._entries():
+            if _is_person(attributes) and self._keeps_person(dn, attributes):
+                yield dn, attributes
+
+    def groups(self) -> Iterator[Entry]:
+        for dn, attributes in self._entries():
+            if not _is_group(attributes) or not _under(dn.lower(), self.scope.base_dn):
+                continue
+            if self.scope.outside(dn, person=False):
+                continue
+            if self._group_filter is None or self._group_filter.matches(attributes, None):
+                yield dn, attributes
+
+
+def _classes(attributes: Attributes) -> set[str]:
+    return {v.decode("utf-8", "replace").lower() for v in attributes.get("objectclass", ())}
+
+
+def _is_person(attributes: Attributes) -> bool:
+    classes = _classes(attributes)
+    return "user" in classes and "computer" not in classes
+
+
+def _is_group(attributes: Attributes) -> bool:
+    return "group" in _classes(attributes)
+
+
+def _merge_ranges(attributes: Attributes) -> Attributes:
+    """An export may hold ``member;range=0-1499`` and more ranges: one attribute again."""
+    for key in [k for k in attributes if ";range=" in k]:
+        attributes.setdefault(key.partition(";")[0], []).extend(attributes.pop(key))
+    return attributes
