@@ -461,10 +461,12 @@ class LiveDirectory:
         handed on, so following a ranged attribute in between does not disturb the paging."""
         import ldap3
         log.debug("%s", self.ldapsearch_command(base, search_filter, attributes, paged=True))
-        cookie = None
+        cookie, page = None, 0
         while True:
             response = self._call(base, search_filter, ldap3.SUBTREE, attributes, paged_size=self.page_size,
                                   paged_cookie=cookie)
+            page += 1
+            log.debug("page %d: %d entries", page, len(response))
             controls = (self.connection.result or {}).get("controls") or {}
             cookie = controls.get(PAGED_RESULTS, {}).get("value", {}).get("cookie")
             for dn, raw in response:
@@ -602,7 +604,7 @@ class LdifDirectory:
 
     def people(self) -> Iterator[Entry]:
         if self.scope.include_groups or self.scope.exclude_groups or (
-                self.scope.filter and IN_CHAIN in self.scope.filter):
+                self._people_filter and self._people_filter.needs_in_chain):
             self._members_graph()
         for dn, attributes in self._entries():
             if _is_person(attributes) and self._keeps_person(dn, attributes):
@@ -614,7 +616,8 @@ class LdifDirectory:
                 continue
             if self.scope.outside(dn, person=False):
                 continue
-            if self._group_filter is None or self._group_filter.matches(attributes, None):
+            if self._group_filter is None or self._group_filter.matches(
+                    attributes, lambda name, group, dn=dn: name == "memberof" and self.in_chain(dn, group)):
                 yield dn, attributes
 
 

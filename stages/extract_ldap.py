@@ -72,8 +72,8 @@ def _region(ctx, param, value):
 @ldap_option("--ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
              help="Verify the DC's certificate against the CAs in this PEM file instead of the system's.")
 @ldap_option("--tls-server-name", metavar="NAME",
-             help="The name the DC's certificate must carry, when it differs from the URL's host "
-                  "(e.g. connecting by IP address).")
+             help="Also accept a DC certificate issued to this name (when the URL's host is not in the "
+                  "certificate, e.g. connecting by IP address).")
 @ldap_option("--no-verify-tls", is_flag=True,
              help="Do not verify the DC's certificate (logged loudly; for tests only).")
 @ldap_option("--allow-plain-ldap", is_flag=True,

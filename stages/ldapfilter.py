@@ -166,11 +166,11 @@ class _Category:
 class _Substring:
     attribute: str
     pieces: tuple[bytes, ...]  # initial, the middle ones, final; "" where absent
+    folded: tuple[str | bytes, ...]  # the pieces through _folded
 
     def matches(self, attributes: Attributes, in_chain: InChain | None) -> bool:
-        folded = [_folded(self.attribute, piece) for piece in self.pieces]
         for stored in attributes.get(self.attribute, ()):
-            value, pieces = _folded(self.attribute, stored), folded
+            value, pieces = _folded(self.attribute, stored), self.folded
             if not all(isinstance(piece, str) for piece in (value, *pieces)):
                 value, pieces = stored, self.pieces  # binary: byte for byte
             if _substring_match(value, pieces[0], pieces[1:-1], pieces[-1]):
@@ -382,7 +382,9 @@ class _Parser:
     def substring(self, attribute: str, text: str, start: int) -> _Node:
         pieces = [self.value(piece, start) for piece in text.split("*")]
         middle = [piece for piece in pieces[1:-1] if piece]  # "a**b" is "a*b"
-        return _Substring(attribute, (pieces[0], *middle, pieces[-1]))
+        pieces = [pieces[0], *middle, pieces[-1]]
+        return _Substring(attribute, tuple(pieces),
+                          tuple(_folded(attribute, piece) for piece in pieces))
 
     def extensible(self, left: str, text: str, start: int) -> _Node:
         """attr[:dn][:rule]:=value; AD's rules need the attribute, and :dn is not used."""

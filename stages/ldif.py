@@ -177,7 +177,7 @@ def _logical_lines(lines: Iterable[str], path: str,
 
 def _decoded(parts: list[tuple[int, str]], path: str, codec: _Codec) -> str:
     """The logical line of these physical lines, with any undecoded bytes decoded."""
-    text = "".join(part for _, part in parts)
+    text = parts[0][1] if len(parts) == 1 else "".join(part for _, part in parts)
     if not _SURROGATE.search(text):
         return text  # all of it decoded: the usual case
     # Decode the bytes again across the folds, so a character split by a fold is whole.
@@ -247,7 +247,8 @@ class _Record:
         if name == "version" and self.version_allowed:
             self.version_allowed = False
             if value.strip() != b"1":
-                self._fail(number, f"LDIF version {value.decode(errors='replace')!r} is not supported, only 1")
+                self._fail(number, f"LDIF version {value.decode(errors='replace')!r} is not "
+                           "supported, only 1")
             return  # RFC 2849 lets the first record follow without a blank line
         self.version_allowed = False
         if name == "dn":

@@ -4,7 +4,7 @@ The recipe is ``shared/reference/testinfra.md`` section 1: provision a domain in
 folder (nothing in /etc is touched), serve LDAP only, on a loopback address of its own (Samba's
 ports are fixed at 389/636), with a certificate we make so that TLS is verified the way an
 administrator's would be, and stop it by its pid. Samba ships no Exchange schema, so
-:func:`extend_schema` adds the attributes zivsync reads the way Exchange's setup does.
+:func:`schema_ldifs` adds the attributes zivsync reads the way Exchange's setup does.
 
 Samba's packages come from ``scripts/install-test-deps.sh`` (run by ``make test``).
 """
@@ -22,6 +22,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Iterable
 
 REALM = "CORP.EXAMPLE.TEST"
 DOMAIN = "CORP"
@@ -105,8 +106,11 @@ class SambaDC:
     """One provisioned, running domain controller. Use as a context manager: it is stopped by
     its pid on the way out, also when the block fails."""
 
-    def __init__(self, folder: Path, address: str | None = None):
+    def __init__(self, folder: Path, address: str | None = None, seed: Iterable[str] = ()):
+        """``seed``: LDIF change files loaded after the schema extension, before the server
+        starts (the fastest way in)."""
         self.folder = Path(folder)
+        self.seed = list(seed)
         self.address = address or free_loopback_address()
         self.process: subprocess.Popen | None = None
         self.tls: dict[str, Path] = {}
@@ -136,6 +140,8 @@ class SambaDC:
         (self.folder / "run").mkdir(parents=True)
         self.tls = make_certificates(self.folder / "tls", self.address)
         self._provision()
+        for number, ldif in enumerate([*schema_ldifs(), *self.seed]):
+            self.load_ldif(ldif, f"load-{number}")
         log = open(self.folder / "samba.out", "wb")
         self.process = subprocess.Popen(
             ["samba", "-i", "-M", "single", "-s", str(self.folder / "etc" / "smb.conf")],
@@ -223,43 +229,11 @@ def _oid(name: str) -> str:
     return "1.2.840.113556.1.8000.2554." + ".".join(str(int(g[a:b], 16)) for a, b in chunks)
 
 
-def extend_schema(connection) -> None:
-    """Add the Exchange attributes zivsync reads, and an auxiliary class carrying them to users
-    and groups. Idempotent: schema objects can't be deleted, so existing ones are kept."""
-    from ldap3 import MODIFY_ADD
-    from ldap3.core.exceptions import LDAPAttributeOrValueExistsResult, LDAPEntryAlreadyExistsResult
-
-    def add(dn, classes, attributes):
-        try:
-            connection.add(dn, classes, attributes)
-        except LDAPEntryAlreadyExistsResult:
-            pass
-
-    def reload():
-        connection.modify("", {"schemaUpdateNow": [(MODIFY_ADD, ["1"])]})
-
-    for ldap_name, cn, syntax, om_syntax in _EXCHANGE_ATTRIBUTES:
-        add(f"CN={cn},{SCHEMA_DN}", ["top", "attributeSchema"], {
-            "lDAPDisplayName": ldap_name, "attributeID": _oid(ldap_name), "attributeSyntax": syntax,
-            "oMSyntax": str(om_syntax), "isSingleValued": "TRUE", "searchFlags": "1", "adminDisplayName": cn})
-    reload()
-    add(f"CN=ms-Exch-Test-Recipient,{SCHEMA_DN}", ["top", "classSchema"], {
-        "lDAPDisplayName": "msExchTestRecipient", "governsID": _oid("msExchTestRecipient"),
-        "objectClassCategory": "3", "subClassOf": "top", "mayContain": [a[0] for a in _EXCHANGE_ATTRIBUTES],
-        "adminDisplayName": "ms-Exch-Test-Recipient"})
-    reload()
-    for cls in ("User", "Group", "Contact"):
-        try:
-            connection.modify(f"CN={cls},{SCHEMA_DN}", {"auxiliaryClass": [(MODIFY_ADD, ["msExchTestRecipient"])]})
-        except LDAPAttributeOrValueExistsResult:
-            pass
-    reload()
-
-
 def schema_ldifs() -> list[str]:
-    """The same extension as :func:`extend_schema`, as three LDIF change files for
-    :meth:`SambaDC.load_ldif` (each a separate process, so each sees the schema the one
-    before it made)."""
+    """The Exchange attributes zivsync reads, and an auxiliary class carrying them to users,
+    groups and contacts, as three LDIF change files for :meth:`SambaDC.load_ldif` (each a
+    separate process, so each sees the schema the one before it made). Loaded offline right
+    after provisioning: 1.6 s, against 5 s for the same over LDAP."""
     attributes = "\n".join(
         f"dn: CN={cn},{SCHEMA_DN}\nchangetype: add\nobjectClass: top\nobjectClass: attributeSchema\n"
         f"lDAPDisplayName: {name}\nattributeID: {_oid(name)}\nattributeSyntax: {syntax}\n"
