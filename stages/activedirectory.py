@@ -322,6 +322,14 @@ class Server:
     timeout: float = 15.0
 
 
+# How every ldap3 connection is made. Ranged values are followed by _complete_ranges, not
+# ldap3's auto_range (whose follow-up searches aren't logged as ldapsearch lines); and
+# return_empty_attributes stays off: with it on and auto_range off, ldap3 2.9.1 fails with KeyError on
+# the answer to a follow-up range request (it deletes the plain 'member' it never added).
+CONNECTION_OPTIONS = dict(raise_exceptions=True, read_only=True, auto_referrals=False, auto_range=False,
+                          check_names=False, return_empty_attributes=False)
+
+
 class LdapFailure(ZivsyncError):
     """Could not reach, trust or bind to a domain controller: exit 4."""
 
@@ -379,9 +387,7 @@ class LiveDirectory:
         scheme, host, port = _endpoint(url)
         server = ldap3.Server(host, port=port, use_ssl=scheme == "ldaps", tls=self._tls(),
                               get_info=ldap3.NONE, connect_timeout=self.server.timeout)
-        options = dict(auto_bind=ldap3.AUTO_BIND_NONE, raise_exceptions=True, read_only=True,
-                       auto_referrals=False, auto_range=False, check_names=False,
-                       receive_timeout=int(self.server.timeout))
+        options = dict(CONNECTION_OPTIONS, auto_bind=ldap3.AUTO_BIND_NONE, receive_timeout=int(self.server.timeout))
         if self.server.kerberos:
             try:
                 import gssapi  # noqa: F401  (ldap3 needs it for SASL GSSAPI)
