@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench golden clean
+.PHONY: venv test-deps test demo bench golden clean
 
 venv: $(STAMP)
 
@@ -17,13 +17,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: venv
+# System packages for the integration tests (Samba AD, ldap-utils): installed when missing
+# and running as root, as CI does; see the script.
+test-deps:
+	bash scripts/install-test-deps.sh
+
+test: venv test-deps
 	$(BIN)/python -m pytest -q
 
 demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
-bench: venv
+bench: venv test-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench.py
 
 # Rewrite the golden files under tests/golden/ after a deliberate change of output.

@@ -402,6 +402,7 @@ class LiveDirectory:
                 raise ZivsyncError("no LDAP password: set ZIVSYNC_LDAP_PASSWORD or name a file with --password-file")
             connection = ldap3.Connection(server, user=self.server.bind_dn, password=self.server.password,
                                           authentication=ldap3.SIMPLE, **options)
+        _decode_raw_entries_only(connection.strategy)
         try:
             connection.open()
             if scheme == "ldap" and not self.server.allow_plain:
@@ -477,6 +478,7 @@ class LiveDirectory:
             cookie = controls.get(PAGED_RESULTS, {}).get("value", {}).get("cookie")
             for dn, raw in response:
                 yield dn, self._complete_ranges(dn, raw)
+            response = dn = raw = None  # let this page go before the next arrives: one page in memory
             if not cookie:
                 return
 
@@ -490,8 +492,10 @@ class LiveDirectory:
             raise LdapFailure(f"{self.url}: base DN not found: {base}") from None
         except ldap_errors.LDAPException as error:
             raise LdapFailure(f"{self.url}: search under {base} failed: {_reason(error)}") from None
-        return [(item["dn"], {k.lower(): list(v) for k, v in item["raw_attributes"].items()})
-                for item in self.connection.response or () if item.get("type") == "searchResEntry"]
+        entries = [(item["dn"], {k.lower(): list(v) for k, v in item["raw_attributes"].items()})
+                   for item in self.connection.response or () if item.get("type") == "searchResEntry"]
+        self.connection.response = None  # ldap3's copy (decoded twice over) is not needed any more
+        return entries
 
     def _complete_ranges(self, dn: str, attributes: Attributes) -> Attributes:
         """Follow ranged values (``member;range=0-1499``: Active Directory gives at most 1,500
@@ -519,6 +523,23 @@ class LiveDirectory:
         for with -W, never shown), so an administrator can see what the tool saw."""
         return ldapsearch_command(self.url or self.server.urls[0], self.server, base, search_filter, attributes,
                                   page_size=self.page_size if paged else None, base_scope=base_scope)
+
+
+def _decode_raw_entries_only(strategy) -> None:
+    """ldap3 turns every entry into a dict twice, raw bytes and decoded text, through a
+    config lookup per value; we use only the raw bytes. Decoding just those halves the CPU
+    time of a large read (this instance's method only; ldap3 does the rest as before)."""
+    from ldap3.utils.conv import to_unicode
+    decode = strategy.decode_response_fast
+
+    def raw_only(message):
+        if message["protocolOp"] != 4:  # not a searchResEntry
+            return decode(message)
+        name, attributes = message["payload"][0][3], message["payload"][1][3]
+        return {"type": "searchResEntry", "raw_dn": name, "dn": to_unicode(name, from_server=True), "attributes": {},
+                "raw_attributes": {a[3][0][3].decode("utf-8"): [bytes(v[3]) for v in a[3][1][3]] for a in attributes}}
+
+    strategy.decode_response_fast = raw_only
 
 
 class _Down(Exception):

@@ -55,7 +55,7 @@ def _region(ctx, param, value):
     return region
 
 
-@cli.stage("zivsync-extract-ldap", HELP)
+@cli.stage("zivsync-extract-ldap", HELP, batch=False)  # ldap3 makes reference cycles per entry: keep the collector
 @cli.output_option
 @ldap_option("--url", "urls", multiple=True, metavar="URL",
              help="A domain controller: ldaps://HOST[:636] or ldap://HOST[:389] (StartTLS). Repeatable: the "
