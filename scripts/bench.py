@@ -42,6 +42,11 @@ Usage::
     python scripts/bench.py --people 2000          # a quick run, a few seconds
     python scripts/bench.py --keep /tmp/bench100k --json bench.json
     python scripts/bench.py --keep /tmp/bench100k --skip-generate   # reuse directory.jsonl
+    python scripts/bench.py --ldap-only --ldap-users 2000            # extract-ldap vs ldapsearch only
+
+Two more sections follow the stages: push against a zivsync-sandbox (scripts/bench_push.py)
+and extract-ldap against a Samba AD DC seeded with 10,000 users, next to OpenLDAP's
+ldapsearch asking the same (scripts/bench_ldap.py; seeding the DC takes a few minutes).
 
 Exit status: 0 when every stage ran, whether or not it met the target (this is a report);
 1 when a stage failed or could not run, or when the generated data does not match the
@@ -710,6 +715,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(desired, current and plan are always made again)")
     parser.add_argument("--push-only", action="store_true", help="run only the push section (against the sandbox)")
     parser.add_argument("--no-push", action="store_true", help="leave out the push section")
+    parser.add_argument("--ldap-only", action="store_true",
+                        help="run only the LDAP section (extract-ldap against a Samba AD DC, next to ldapsearch)")
+    parser.add_argument("--no-ldap", action="store_true", help="leave out the LDAP section")
+    parser.add_argument("--ldap-users", type=int, default=10_000, metavar="N",
+                        help="users seeded into the Samba DC for the LDAP section (default 10,000)")
     parser.add_argument("--check-sample", metavar="N", type=int, default=1000,
                         help="schema-check N lines of each generated file with jsonschema, half of them "
                              "the first ones, half spread over the file (default 1000; 0: off)")
@@ -837,6 +847,7 @@ def run_bench(args: argparse.Namespace, work: Path) -> tuple[dict, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_ldap import print_ldap, run_ldap_bench
     from bench_push import print_push, run_push_bench
 
     args = parse_args(argv)
@@ -846,10 +857,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         work = Path(tempfile.mkdtemp(prefix="zivsync-bench-"))
     try:
-        figures, ok = ({}, True) if args.push_only else run_bench(args, work)
-        if not args.no_push:
+        only = args.push_only or args.ldap_only
+        figures, ok = ({}, True) if only else run_bench(args, work)
+        if not args.no_push and not args.ldap_only:
             figures["push"], push_ok = run_push_bench(work / "push")
             print_push(figures["push"], push_ok)
+        if not args.no_ldap and not args.push_only:
+            figures["ldap"], ldap_ran = run_ldap_bench(work / "ldap", args.ldap_users)
+            print_ldap(figures["ldap"], ldap_ran)
+            ok = ok and (ldap_ran or "skipped" in figures["ldap"])
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
