@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole nightly job on the bundled sample organisation (examples/, "Fabrikam"),
 # against a local zivsync-sandbox standing in for Zivver: no directory and no Zivver tenant needed.
-#   1. sync the sample organisation into the sandbox (the plan shown, then applied)
+#   1. sync the sample organisation into the sandbox: read its AD from an LDIF export
+#      (examples/fabrikam.ldif, as ldifde writes it), plan, then apply
 #   2. run again: nothing is left to do
 #   3. a day later the directory changed (a leaver, a new hire, a new delegate, an added alias):
 #      the next sync plans and applies exactly those
@@ -11,9 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=demo-output
 rm -rf "$out" && mkdir -p "$out"
-export ZIVSYNC_CONFIG=examples/zivsync.toml          # claimed domains and safety limits
+export ZIVSYNC_CONFIG=examples/zivsync.toml          # claimed domains, AD's base DN, safety limits
 export ZIVSYNC_ZIVVER_API_KEY="demo-key-$RANDOM$RANDOM" # the sandbox accepts the key the stages send
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }  # print a command, then run it
 
 step "Start a local Zivver (zivsync-sandbox), holding Fabrikam's accounts as they are today"
 zivsync-sandbox --port 0 --seed examples/current.jsonl --rate-limit 1000 --rate-window 1 \
@@ -24,11 +26,17 @@ for _ in $(seq 100); do [ -s "$out/sandbox.url" ] && break; sleep 0.05; done
 export ZIVSYNC_ZIVVER_URL=$(head -n 1 "$out/sandbox.url")
 echo "Zivver sandbox at $ZIVSYNC_ZIVVER_URL (pid $sandbox)"
 
-sync() {  # one nightly run into $out/$1, reading the directory streams in $2
-    local run="$out/$1" dir="$2"
+# Read Fabrikam's AD from its LDIF export into $out/$1/directory-ldap.jsonl. The base DN and the
+# region of phone numbers typed without +31 come from the [extract-ldap] table of the config.
+extract() {
+    mkdir -p "$out/$1"
+    show zivsync-extract-ldap --config "$ZIVSYNC_CONFIG" --ldif examples/fabrikam.ldif -o "$out/$1/directory-ldap.jsonl"
+}
+sync() {  # one nightly run into $out/$1, reading the ldap stream $2 and the exchange stream $3
+    local run="$out/$1" ldap="$2" exchange="$3"
     mkdir -p "$run"
     zivsync-snapshot -q -o "$run/current.jsonl"
-    zivsync-normalize -q -i "$dir/directory-ldap.jsonl" -i "$dir/directory-exchange.jsonl" -o "$run/desired.jsonl"
+    zivsync-normalize -q -i "$ldap" -i "$exchange" -o "$run/desired.jsonl"
     zivsync-diff -i "$run/desired.jsonl" --current "$run/current.jsonl" --state "$out/state" -o "$run/plan.jsonl"
 }
 apply() {
@@ -37,20 +45,23 @@ apply() {
     echo "applied: $(grep -c '"status":"applied"' "$out/$1/results.jsonl") changes (results in $out/$1/results.jsonl)"
 }
 
-step "1. First sync: snapshot Zivver, normalize the directory, diff → the plan to review"
-zivsync-validate examples/directory-ldap.jsonl examples/directory-exchange.jsonl
-sync run1 examples
+step "1. First sync: read AD from its LDIF export, snapshot Zivver, normalize with Exchange, diff → the plan to review"
+extract run1
+zivsync-validate "$out/run1/directory-ldap.jsonl" examples/directory-exchange.jsonl
+sync run1 "$out/run1/directory-ldap.jsonl" examples/directory-exchange.jsonl
 step "   ...reviewed: apply it"
 apply run1
 
 step "2. Run again right away: nothing is left to do"
-sync run2 examples
+extract run2
+sync run2 "$out/run2/directory-ldap.jsonl" examples/directory-exchange.jsonl
 
 step "3. The next day: a leaver, a new hire, a new delegate, an added alias"
 python scripts/demo_change.py "$out/directory-next"
-sync run3 "$out/directory-next"
+next=("$out/directory-next/directory-ldap.jsonl" "$out/directory-next/directory-exchange.jsonl")
+sync run3 "${next[@]}"
 apply run3
-sync run4 "$out/directory-next" 2>&1 | head -n 1
+sync run4 "${next[@]}" 2>&1 | head -n 1
 
 step "4a. A broken stream is refused with its line number"
 if zivsync-validate examples/directory-ldap-broken.jsonl; then

@@ -10,7 +10,11 @@ this twice gives byte-identical files.  Run it from anywhere:
 
 Files written (see examples/README.md for the story and the edge case of each object):
 
-    examples/directory-ldap.jsonl            what zivsync-extract-ldap reads from AD
+    examples/fabrikam.ldif                   Fabrikam's AD as `ldifde -f fabrikam.ldif -d DC=fabrikam,DC=example`
+                                             exports it (the demo starts from it)
+    examples/directory-ldap.jsonl            what zivsync-extract-ldap reads from AD: exactly the records of
+                                             `zivsync-extract-ldap --ldif examples/fabrikam.ldif
+                                             --base-dn DC=fabrikam,DC=example --default-region NL`
     examples/directory-exchange.jsonl        what zivsync-extract-exchange reads from Exchange
     examples/current.jsonl                   what zivsync-snapshot reads from Zivver today
     examples/state/mapping.json              the anchor -> Zivver id mapping of a previous push
@@ -20,19 +24,25 @@ Files written (see examples/README.md for the story and the edge case of each ob
 
 After writing, the script validates every stream against schemas/ and recomputes, with a
 small independent model of the normalize and diff rules (DESIGN.md sections 3-4), the plan
-the data should produce; it fails if that differs from EXPECTED_PLAN below.
+the data should produce; it fails if that differs from EXPECTED_PLAN below. Both the LDIF
+export and the ldap stream are written from the same tables (not one from the other);
+tests/test_examples.py runs the real extractor on the LDIF and checks that it gives the stream.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import sys
 import tomllib
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
+import phonenumbers
 from referencing import Registry, Resource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,6 +228,29 @@ PEOPLE: list[Person] = [
            "equipment mailbox -> skipped by default"),
 ]
 # fmt: on
+
+# The phone numbers above as people typed them into AD (what fabrikam.ldif holds): the attribute
+# and its text. Dutch numbers are typed the Dutch way, without +31; zivsync-extract-ldap
+# --default-region NL reads each as the E.164 number in PEOPLE (check_tables makes sure).
+# fmt: off
+PHONES_AS_TYPED: dict[int, tuple[str, str]] = {
+    1:  ("telephoneNumber", "020 123 4501"),
+    2:  ("telephoneNumber", "020 123 4502"),
+    4:  ("mobile",          "+33 6 12 34 56 78"),
+    5:  ("mobile",          "+45 20 12 34 56"),
+    6:  ("mobile",          "+86 138 0013 8000"),
+    7:  ("mobile",          "+353 86 123 4567"),
+    13: ("mobile",          "06-12345613"),
+    14: ("mobile",          "+48 501 234 567"),
+    18: ("mobile",          "+47 912 34 567"),
+    22: ("telephoneNumber", "030 234 5622"),
+    34: ("mobile",          "+48 601 234 534"),
+    36: ("mobile",          "+34 612 34 56 36"),
+    39: ("mobile",          "+354 612 3439"),
+    42: ("mobile",          "+91 98123 45642"),
+}
+# fmt: on
+DEFAULT_REGION = "NL"  # zivsync-extract-ldap --default-region, in examples/zivsync.toml
 
 # Objects that exist only in Zivver and in the state mapping: their AD objects were deleted.
 DELETED_SHARED_MAILBOX = 60  # marketing@fabrikam.example, removed from Exchange last month
@@ -450,26 +483,40 @@ def by_sam(sam: str) -> Person:
     return next(p for p in PEOPLE if p.sam == sam)
 
 
+def groups_of(member: str) -> list[Group]:
+    """The groups ``member`` (a sam, or "group:<name>") is a direct member of, in GROUPS order."""
+    return [g for g in GROUPS if member in g.members]
+
+
+def member_dn(member: str) -> str:
+    return group_by_name(member[6:]).dn if member.startswith("group:") else by_sam(member).dn
+
+
 def person_record(p: Person, source: str) -> dict:
+    """The person as an extractor writes it: for ldap, exactly what zivsync-extract-ldap makes of
+    the person's entry in fabrikam.ldif (addresses lower-cased, memberOf as DNs)."""
     from_exchange = source == "exchange"
+    addresses = p.addresses if from_exchange else [a.lower() for a in p.addresses]
     return {
         "type": "person", "source": source, "anchor": p.anchor, "dn": p.dn, "upn": p.upn,
-        "sam_account_name": p.sam, "sid": p.sid, "mail": p.mail, "addresses": p.addresses,
+        "sam_account_name": p.sam, "sid": p.sid, "mail": addresses[0] if addresses else None,
+        "addresses": addresses,
         "display_name": p.display_name, "given_name": p.given_name, "surname": p.surname,
         # Exchange does not say whether the AD account is enabled
         "enabled": None if from_exchange else p.enabled,
         "mailbox": p.mailbox, "phone": p.phone,
-        "groups": [],  # membership is given by group.members
+        # AD's memberOf (DNs); Exchange does not list group membership
+        "groups": [] if from_exchange else [g.dn for g in groups_of(p.sam)],
         "sso_key": p.anchor,
     }
 
 
 def group_record(g: Group) -> dict:
-    members = [group_by_name(m[6:]).id if m.startswith("group:") else by_sam(m).anchor for m in g.members]
+    """What zivsync-extract-ldap makes of the group's entry: members as DNs (normalize resolves them)."""
     return {
         "type": "group", "source": "ldap", "id": g.id, "name": g.name, "dn": g.dn, "sid": g.sid,
         "mail": g.mail, "addresses": [g.mail] if g.mail else [], "mail_enabled": g.mail_enabled,
-        "security_enabled": g.security_enabled, "members": members,
+        "security_enabled": g.security_enabled, "members": [member_dn(m) for m in g.members],
     }
 
 
@@ -488,10 +535,19 @@ def account_record(a: ZivverAccount) -> dict:
     }
 
 
-LDAP_SOURCE = {
-    "url": "ldaps://dc1.fabrikam.example", "base_dn": BASE_DN,
-    "note": "fictional sample organisation written by scripts/make_examples.py",
-}
+LDIF_NAME = "fabrikam.ldif"
+
+
+def ldap_source() -> dict:
+    """The ldap stream's header source: the LDIF export it is the reading of."""
+    return {
+        "ldif": LDIF_NAME, "sha256": hashlib.sha256(ldif_text().encode("ascii")).hexdigest(), "base_dn": BASE_DN,
+        "default_region": DEFAULT_REGION,
+        "note": "fictional sample organisation written by scripts/make_examples.py: the records "
+                f"zivsync-extract-ldap --ldif {LDIF_NAME} writes",
+    }
+
+
 EXCHANGE_SOURCE = {
     "url": "https://ex01.fabrikam.example/PowerShell",
     "cmdlets": ["Get-Mailbox", "Get-MailboxPermission"],
@@ -505,7 +561,7 @@ ZIVVER_SOURCE = {
 
 def ldap_lines() -> list[dict]:
     records = [person_record(p, "ldap") for p in PEOPLE] + [group_record(g) for g in GROUPS]
-    return segment("directory", LDAP_SOURCE, records)
+    return segment("directory", ldap_source(), records)
 
 
 def exchange_lines() -> list[dict]:
@@ -524,7 +580,7 @@ def broken_lines() -> list[dict]:
     """Header, three persons (the third with an invalid mail, on line 4), one more, end."""
     persons = [person_record(p, "ldap") for p in PEOPLE[:4]]
     persons[2] = {**persons[2], "mail": "not-an-address"}
-    return segment("directory", {**LDAP_SOURCE, "note": "deliberately invalid on line 4 (mail)"}, persons)
+    return segment("directory", {**ldap_source(), "note": "deliberately invalid on line 4 (mail)"}, persons)
 
 
 def truncated_lines() -> list[dict]:
@@ -542,6 +598,123 @@ def mapping_json() -> str:
     return json.dumps({"version": 1, "accounts": entries}, ensure_ascii=False, indent=2) + "\n"
 
 
+# -- the LDIF export -----------------------------------------------------------------------
+#
+# What `ldifde -f fabrikam.ldif -d DC=fabrikam,DC=example` writes on one of Fabrikam's domain
+# controllers, cut down to what the tables above know: every entry as `changetype: add`,
+# binary values (objectGUID, objectSid) and non-ASCII text as base64 (`::`), lines longer than
+# 79 columns folded onto continuation lines that start with a space. (ldifde also writes
+# CRLF line ends, and UTF-16 with -u; this file keeps LF for readable diffs, and the reader
+# takes both, see tests/test_examples.py.)
+
+LDIF_WIDTH = 79
+LDIFDE_COMMAND = f"ldifde -f {LDIF_NAME} -d {BASE_DN}"
+
+# The OUs, parents first (every DN above lives in one of them).
+ORGANIZATIONAL_UNITS = [
+    f"OU=Amsterdam,{BASE_DN}", HQ, f"OU=Utrecht,{BASE_DN}", UTRECHT, LEGACY_OU, SERVICE_OU, SHARED_OU,
+    RESOURCES_OU, GROUPS_OU,
+]
+
+# msExchRecipientTypeDetails per mailbox kind; "none" with a mail address is a MailUser (128),
+# without one the attribute is absent (not mail-enabled at all).
+RECIPIENT_TYPE_DETAILS = {"user": 1, "shared": 4, "room": 16, "equipment": 32, "none": 128}
+UAC_NORMAL_ACCOUNT, UAC_DISABLED = 512, 514  # userAccountControl: NORMAL_ACCOUNT (+ ACCOUNTDISABLE)
+# groupType: mail-enabled groups are universal (Exchange requires it), the others global.
+GLOBAL_SECURITY, UNIVERSAL_SECURITY, UNIVERSAL_DISTRIBUTION = -2147483646, -2147483640, 8
+
+
+def guid_bytes(text: str) -> bytes:
+    """objectGUID as AD stores it: the mixed-endian bytes of the GUID shown as text."""
+    return uuid.UUID(text).bytes_le
+
+
+def sid_bytes(text: str) -> bytes:
+    """objectSid's binary form (MS-DTYP 2.4.2.2) of S-1-5-21-..."""
+    _, revision, authority, *subs = text.split("-")
+    return (bytes([int(revision), len(subs)]) + int(authority).to_bytes(6, "big")
+            + b"".join(int(sub).to_bytes(4, "little") for sub in subs))
+
+
+def group_type(g: Group) -> int:
+    if not g.security_enabled:
+        return UNIVERSAL_DISTRIBUTION
+    return UNIVERSAL_SECURITY if g.mail_enabled else GLOBAL_SECURITY
+
+
+def safe_string(value: str) -> bool:
+    """Whether RFC 2849 lets the value be written as is (else ldifde writes it as base64)."""
+    return (value.isascii() and not any(c in value for c in "\0\r\n") and value[:1] not in (" ", ":", "<")
+            and not value.endswith(" "))
+
+
+def ldif_lines(name: str, value: str | bytes | int) -> list[str]:
+    if isinstance(value, int):
+        value = str(value)
+    if isinstance(value, str) and safe_string(value):
+        line = f"{name}: {value}"
+    else:
+        raw = value if isinstance(value, bytes) else value.encode("utf-8")
+        line = f"{name}:: {base64.b64encode(raw).decode('ascii')}"
+    first, rest = line[:LDIF_WIDTH], line[LDIF_WIDTH:]
+    step = LDIF_WIDTH - 1  # a continuation line is a space and 78 characters
+    return [first, *(" " + rest[i:i + step] for i in range(0, len(rest), step))]
+
+
+def ldif_entry(dn: str, classes: tuple[str, ...], attributes: list[tuple[str, str | bytes | int | None]]) -> str:
+    pairs = [("dn", dn), ("changetype", "add"), *(("objectClass", c) for c in classes)]
+    pairs += [(name, value) for name, value in attributes if value is not None]
+    return "".join(line + "\n" for name, value in pairs for line in ldif_lines(name, value)) + "\n"
+
+
+def person_entry(p: Person) -> str:
+    phone_attribute, phone = PHONES_AS_TYPED.get(p.n, (None, None))
+    attributes = [("cn", p.display_name), ("sn", p.surname), ("givenName", p.given_name),
+                  ("displayName", p.display_name)]
+    if phone_attribute:
+        attributes.append((phone_attribute, phone))
+    attributes += [("memberOf", g.dn) for g in groups_of(p.sam)]
+    attributes += [("objectGUID", guid_bytes(p.anchor)), ("objectSid", sid_bytes(p.sid)),
+                   ("userAccountControl", UAC_NORMAL_ACCOUNT if p.enabled else UAC_DISABLED),
+                   ("sAMAccountName", p.sam), ("userPrincipalName", p.upn), ("mail", p.mail)]
+    if p.mail:
+        attributes += [("proxyAddresses", f"SMTP:{p.mail}"), *(("proxyAddresses", f"smtp:{a}") for a in p.other_smtp),
+                       ("msExchRecipientTypeDetails", RECIPIENT_TYPE_DETAILS[p.mailbox])]
+    return ldif_entry(p.dn, ("top", "person", "organizationalPerson", "user"), attributes)
+
+
+def group_entry(g: Group) -> str:
+    attributes: list[tuple[str, str | bytes | int | None]] = [("cn", g.name)]
+    if g.mail_enabled:
+        attributes.append(("displayName", g.name))  # Exchange sets it on mail-enabled groups
+    attributes += [("member", member_dn(m)) for m in g.members]
+    attributes += [("memberOf", parent.dn) for parent in groups_of(f"group:{g.name}")]
+    attributes += [("objectGUID", guid_bytes(g.id)), ("objectSid", sid_bytes(g.sid)), ("sAMAccountName", g.name),
+                   ("groupType", group_type(g)), ("mail", g.mail)]
+    if g.mail:
+        attributes.append(("proxyAddresses", f"SMTP:{g.mail}"))
+    return ldif_entry(g.dn, ("top", "group"), attributes)
+
+
+def ldif_text() -> str:
+    comment = [
+        "# Fabrikam's Active Directory, exported on a domain controller with",
+        f"#   {LDIFDE_COMMAND}",
+        f"# The domain, its OUs, {len(PEOPLE)} users and mailboxes, {len(GROUPS)} groups. Fictional, and only",
+        "# what scripts/make_examples.py knows of each object: written by that script",
+        "# (do not edit by hand). The demo (scripts/demo.sh) starts from it:",
+        f"#   zivsync-extract-ldap --ldif examples/{LDIF_NAME} \\",
+        f"#       --base-dn {BASE_DN} --default-region {DEFAULT_REGION}",
+        "# gives exactly the records of examples/directory-ldap.jsonl.",
+    ]
+    domain = [("dc", "fabrikam"), ("objectSid", sid_bytes(DOMAIN_SID))]
+    entries = [ldif_entry(BASE_DN, ("top", "domain", "domainDNS"), domain)]
+    entries += [ldif_entry(ou, ("top", "organizationalUnit"), [("ou", ou.split(",")[0].removeprefix("OU="))])
+                for ou in ORGANIZATIONAL_UNITS]
+    entries += [person_entry(p) for p in PEOPLE] + [group_entry(g) for g in GROUPS]
+    return "\n".join(comment) + "\n\n" + "".join(entries)
+
+
 CONFIG_TOML = """\
 # zivsync configuration for the bundled Fabrikam demo (written by scripts/make_examples.py).
 #
@@ -549,6 +722,13 @@ CONFIG_TOML = """\
 # so only addresses in them become accounts, aliases or delegates; anything in
 # fabrikam-legacy.org (the pre-merger domain) is dropped by normalize and left alone by diff.
 claimed_domains = ["fabrikam.example", "fabrikam.nl"]
+
+[extract-ldap]
+# Where Fabrikam's users and groups live, and the country of phone numbers typed without
+# +country code ("020 123 4501" is +31201234501). The demo reads AD from its LDIF export:
+#   zivsync-extract-ldap --config examples/zivsync.toml --ldif examples/fabrikam.ldif
+base_dn = "DC=fabrikam,DC=example"
+default_region = "NL"
 
 [diff]
 # Safety limits: refuse (exit code 3, no plan) when the plan would suspend or empty more than
@@ -560,6 +740,7 @@ max_suspend_percent = 10
 
 def files() -> dict[str, str]:
     return {
+        LDIF_NAME: ldif_text(),
         "directory-ldap.jsonl": text(ldap_lines()),
         "directory-exchange.jsonl": text(exchange_lines()),
         "current.jsonl": text(current_lines()),
@@ -608,18 +789,39 @@ def check_stream(name: str, content: str, kind: str, complete: bool = True) -> N
         assert not problems, f"{name}: {problems}"
 
 
+def check_ldif(content: str) -> None:
+    """Plain ASCII (ldifde's base64 carries everything else), short lines, one entry per object."""
+    assert content.isascii() and "\r" not in content, f"{LDIF_NAME}: ASCII with LF line ends expected"
+    lines = content.split("\n")
+    assert all(len(line) <= LDIF_WIDTH for line in lines), f"{LDIF_NAME}: a line longer than {LDIF_WIDTH} columns"
+    entries = sum(1 for line in lines if line.startswith(("dn: ", "dn:: ")))
+    assert entries == 1 + len(ORGANIZATIONAL_UNITS) + len(PEOPLE) + len(GROUPS), entries
+
+
 def check_tables() -> None:
     """Consistency of the hand-written tables (catches typos in the data)."""
     numbers = [p.n for p in PEOPLE]
     assert len(numbers) == len(set(numbers)), "duplicate person numbers"
     keys: dict[str, str] = {}
     for p in PEOPLE:
-        for key in [p.anchor, p.upn.lower(), p.sid, f"{NETBIOS}\\{p.sam}".lower(), *(a.lower() for a in p.addresses)]:
+        for key in [p.anchor, p.upn.lower(), p.sid, f"{NETBIOS}\\{p.sam}".lower(), p.dn.lower(),
+                    *(a.lower() for a in p.addresses)]:
             assert keys.setdefault(key, p.sam) == p.sam, f"{key} names both {keys[key]} and {p.sam}"
+        assert any(p.dn.endswith("," + ou) for ou in ORGANIZATIONAL_UNITS), p.dn
     for g in GROUPS:
-        for key in [g.id, g.sid, *([g.mail.lower()] if g.mail else [])]:
+        for key in [g.id, g.sid, g.dn.lower(), *([g.mail.lower()] if g.mail else [])]:
             assert keys.setdefault(key, g.name) == g.name, f"{key} names both {keys[key]} and {g.name}"
     assert ORPHANED_SID not in keys
+    for g in GROUPS:
+        for m in g.members:
+            member_dn(m)  # raises for a typo in a member's name
+    assert sorted(PHONES_AS_TYPED) == [p.n for p in PEOPLE if p.phone], "a phone as typed for every phone, and no more"
+    for p in PEOPLE:
+        if p.phone:
+            attribute, typed = PHONES_AS_TYPED[p.n]
+            number = phonenumbers.parse(typed, DEFAULT_REGION)
+            assert attribute in ("mobile", "telephoneNumber") and phonenumbers.is_valid_number(number), typed
+            assert phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == p.phone, (typed, p.phone)
     claimed_users = [p for p in PEOPLE if p.mailbox == "user" and p.mail and p.mail.split("@")[1].lower() in CLAIMED]
     assert len(claimed_users) >= 40, len(claimed_users)
     assert sum(1 for p in PEOPLE if p.mailbox == "shared") == 5
@@ -654,11 +856,16 @@ def model_desired() -> dict[str, dict]:
     groups = {r["id"]: r for r in ldap if r["type"] == "group"}
     index: dict[str, str] = {}
     for p in persons.values():
-        for key in [p["anchor"], p["upn"], p["sid"], f"{NETBIOS}\\{p['sam_account_name']}", *p["addresses"]]:
+        for key in [p["anchor"], p["upn"], p["sid"], p["dn"], f"{NETBIOS}\\{p['sam_account_name']}", *p["addresses"]]:
             index[key.lower()] = p["anchor"]
     for g in groups.values():
-        for key in [g["id"], g["sid"], *g["addresses"]]:
+        for key in [g["id"], g["sid"], g["dn"], *g["addresses"]]:
             index[key.lower()] = g["id"]
+    # a group's direct members: its member DNs, and the people whose memberOf names it
+    members = {gid: {index[m.lower()] for m in g["members"]} for gid, g in groups.items()}
+    for p in persons.values():
+        for dn in p["groups"]:
+            members[index[dn.lower()]].add(p["anchor"])
 
     def expand(object_id: str, seen: set[str]) -> set[str]:
         if object_id in seen:
@@ -666,7 +873,7 @@ def model_desired() -> dict[str, dict]:
         seen.add(object_id)
         if object_id in persons:
             return {object_id}
-        return set().union(*(expand(m, seen) for m in groups[object_id]["members"]))
+        return set().union(*(expand(m, seen) for m in members[object_id]))
 
     def personal(p: dict) -> bool:
         return (p["mailbox"] == "user" or (p["mailbox"] == "none" and p["mail"] is not None)) and claimed(p["mail"])
@@ -759,12 +966,15 @@ def main() -> int:
              "directory-ldap-truncated.jsonl": "directory"}
     for name, kind in kinds.items():
         check_stream(name, content[name], kind, complete=name != "directory-ldap-truncated.jsonl")
+    check_ldif(content[LDIF_NAME])
     current = [json.loads(line) for line in content["current.jsonl"].splitlines()[1:-1]]
     assert [r["email"] for r in current] == sorted(r["email"] for r in current)
     mapping = json.loads(content["state/mapping.json"])
     assert [e["zivver_id"] for e in mapping["accounts"]] == sorted(e["zivver_id"] for e in mapping["accounts"])
     config = tomllib.loads(content["zivsync.toml"])
-    assert config == {"claimed_domains": list(CLAIMED), "diff": {"max_suspend": 50, "max_suspend_percent": 10}}
+    assert config == {"claimed_domains": list(CLAIMED),
+                      "extract-ldap": {"base_dn": BASE_DN, "default_region": DEFAULT_REGION},
+                      "diff": {"max_suspend": 50, "max_suspend_percent": 10}}
     check_plan()
 
     stale = []
