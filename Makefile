@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# the optional Kerberos support (gssapi) builds against the system's krb5 headers
+	if command -v krb5-config >/dev/null; then $(BIN)/python -m pip install --quiet -e '.[test,kerberos]'; fi
 	touch $(STAMP)
 
 # System packages for the integration tests (Samba AD, ldap-utils): installed when missing
@@ -22,13 +24,13 @@ $(STAMP): pyproject.toml
 test-deps:
 	bash scripts/install-test-deps.sh
 
-test: venv test-deps
+test: test-deps venv
 	$(BIN)/python -m pytest -q
 
 demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
-bench: venv test-deps
+bench: test-deps venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench.py
 
 # Rewrite the golden files under tests/golden/ after a deliberate change of output.

@@ -315,6 +315,7 @@ class Server:
     bind_dn: str | None = None
     password: str | None = field(default=None, repr=False)
     kerberos: bool = False
+    kerberos_host: str | None = None  # the DC's name for its service ticket (ldap/NAME), default the URL's host
     ca_file: str | None = None
     tls_server_name: str | None = None
     allow_plain: bool = False  # plain ldap:// without StartTLS: the password in clear text
@@ -389,11 +390,11 @@ class LiveDirectory:
                               get_info=ldap3.NONE, connect_timeout=self.server.timeout)
         options = dict(CONNECTION_OPTIONS, auto_bind=ldap3.AUTO_BIND_NONE, receive_timeout=int(self.server.timeout))
         if self.server.kerberos:
-            try:
-                import gssapi  # noqa: F401  (ldap3 needs it for SASL GSSAPI)
-            except ImportError:
-                raise ZivsyncError("Kerberos needs the optional gssapi package: pip install gssapi") from None
-            connection = ldap3.Connection(server, authentication=ldap3.SASL, sasl_mechanism=ldap3.KERBEROS, **options)
+            if not _kerberos_available():
+                raise ZivsyncError("Kerberos needs an optional package: pip install gssapi (Linux, macOS; it "
+                                   "builds against the system's Kerberos libraries) or winkerberos (Windows)")
+            connection = ldap3.Connection(server, authentication=ldap3.SASL, sasl_mechanism=ldap3.KERBEROS,
+                                          sasl_credentials=(self.server.kerberos_host or host,), **options)
         else:
             if not self.server.bind_dn:
                 raise ZivsyncError("no --bind-dn: give the account to bind as (DN, UPN or DOMAIN\\user), "
@@ -420,7 +421,14 @@ class LiveDirectory:
                 raise LdapFailure(f"{url}: TLS certificate verification failed ({_reason(error)}); give the "
                                   "CA that signed the DC's certificate with --ca-file") from None
             raise _Down(_reason(error)) from None
-        except ldap_errors.LDAPException as error:
+        except Exception as error:  # noqa: BLE001  (ldap3's LDAPException, or gssapi's GSSError)
+            kerberos = _kerberos_failure(error) if self.server.kerberos else None
+            if kerberos:
+                raise LdapFailure(f"{url}: Kerberos authentication failed: {kerberos} (is there a ticket from kinit "
+                                  f"or a keytab, and is ldap/{self.server.kerberos_host or host} the DC's service "
+                                  "principal? see --kerberos-host)") from None
+            if not isinstance(error, ldap_errors.LDAPException):
+                raise
             raise LdapFailure(f"{url}: bind failed: {_reason(error)}") from None
         return connection
 
@@ -523,6 +531,22 @@ class LiveDirectory:
         for with -W, never shown), so an administrator can see what the tool saw."""
         return ldapsearch_command(self.url or self.server.urls[0], self.server, base, search_filter, attributes,
                                   page_size=self.page_size if paged else None, base_scope=base_scope)
+
+
+def _kerberos_available() -> bool:
+    """ldap3 binds with Kerberos through gssapi (POSIX) or winkerberos (Windows)."""
+    import importlib.util
+    return any(importlib.util.find_spec(name) for name in ("gssapi", "winkerberos"))
+
+
+def _kerberos_failure(error: BaseException) -> str | None:
+    """What the Kerberos library said, when it is behind this error: ldap3 aborts the bind on
+    a GSSAPI failure and the abort's LDAP error hides the cause, which is in the chain."""
+    while error is not None:
+        if type(error).__module__.startswith(("gssapi", "winkerberos")) or "GSSError" in type(error).__name__:
+            return " ".join(str(error).split())[:400]
+        error = error.__context__ or error.__cause__
+    return None
 
 
 def _decode_raw_entries_only(strategy) -> None:

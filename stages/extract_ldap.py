@@ -69,6 +69,9 @@ def _region(ctx, param, value):
 @ldap_option("--kerberos", is_flag=True,
              help="Bind with Kerberos (SASL GSSAPI) using the current ticket or keytab instead of a password. "
                   "Needs the optional gssapi package.")
+@ldap_option("--kerberos-host", metavar="NAME",
+             help="The DC's host name for its Kerberos service ticket (ldap/NAME), when the URL does not "
+                  "name it (an IP address, an alias). Default: the URL's host.")
 @ldap_option("--ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
              help="Verify the DC's certificate against the CAs in this PEM file instead of the system's.")
 @ldap_option("--tls-server-name", metavar="NAME",
@@ -107,7 +110,7 @@ def _region(ctx, param, value):
              help="The source name in the records (to tell several forests apart).")
 @ldap_option("--ldif", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
              help="Read an LDIF export (ldifde -f, or ldapsearch) instead of a domain controller.")
-def command(output, urls, base_dn, bind_dn, password_file, kerberos, ca_file, tls_server_name, no_verify_tls,
+def command(output, urls, base_dn, bind_dn, password_file, kerberos, kerberos_host, ca_file, tls_server_name, no_verify_tls,
             allow_plain_ldap, timeout, page_size, include_ous, exclude_ous, include_groups, exclude_groups,
             people_filter, group_filter, extra_attributes, sso_key_attribute, phone_attributes, default_region,
             source, ldif):
@@ -124,7 +127,8 @@ def command(output, urls, base_dn, bind_dn, password_file, kerberos, ca_file, tl
                             "directory travel unencrypted")
         password = None if kerberos else cli.read_secret(password_file, "ZIVSYNC_LDAP_PASSWORD", "LDAP password",
                                                          "--password-file")
-        server = Server(urls=urls, bind_dn=bind_dn, password=password, kerberos=kerberos, ca_file=ca_file,
+        server = Server(urls=urls, bind_dn=bind_dn, password=password, kerberos=kerberos, kerberos_host=kerberos_host,
+                        ca_file=ca_file,
                         tls_server_name=tls_server_name, allow_plain=allow_plain_ldap, verify_tls=not no_verify_tls,
                         timeout=timeout)
         directory = LiveDirectory(server, scope, page_size).connect()

@@ -140,7 +140,7 @@ class SambaDC:
         (self.folder / "run").mkdir(parents=True)
         self.tls = make_certificates(self.folder / "tls", self.address)
         self._provision()
-        for number, ldif in enumerate([*schema_ldifs(), *self.seed]):
+        for number, ldif in enumerate([*schema_ldifs(), LDAP_SERVICE_PRINCIPAL, *self.seed]):
             self.load_ldif(ldif, f"load-{number}")
         log = open(self.folder / "samba.out", "wb")
         self.process = subprocess.Popen(
@@ -155,7 +155,7 @@ class SambaDC:
 
     def _provision(self) -> None:
         options = {
-            "interfaces": f"{self.address}/8", "bind interfaces only": "yes", "server services": "ldap",
+            "interfaces": f"{self.address}/8", "bind interfaces only": "yes", "server services": "ldap kdc",
             "dsdb:schema update allowed": "true", "pid directory": str(self.folder / "run"),
             "log file": str(self.folder / "log.%m"),
             "tls keyfile": str(self.tls["key"]), "tls certfile": str(self.tls["cert"]),
@@ -172,6 +172,34 @@ class SambaDC:
         # tests can show zivsync refusing them unless told otherwise
         conf = self.folder / "etc" / "smb.conf"
         conf.write_text(conf.read_text().replace("[global]\n", "[global]\n\tldap server require strong auth = no\n", 1))
+
+    def krb5_environment(self) -> dict[str, str]:
+        """Environment variables for Kerberos clients of this DC: a krb5.conf naming its KDC
+        (no DNS involved) and a ticket cache of its own."""
+        conf = self.folder / "krb5.conf"
+        conf.write_text(f"""[libdefaults]
+    default_realm = {REALM}
+    dns_lookup_kdc = false
+    dns_lookup_realm = false
+    dns_canonicalize_hostname = false
+    rdns = false
+[realms]
+    {REALM} = {{
+        kdc = {self.address}
+    }}
+[domain_realm]
+    .{REALM.lower()} = {REALM}
+""")
+        return {"KRB5_CONFIG": str(conf), "KRB5CCNAME": f"FILE:{self.folder / 'krb5cc'}"}
+
+    def kinit(self) -> dict[str, str]:
+        """Get the administrator a ticket (kinit, from krb5-user); the environment using it."""
+        environment = self.krb5_environment()
+        done = subprocess.run(["kinit", f"Administrator@{REALM}"], input=ADMIN_PASSWORD + "\n", text=True,
+                              capture_output=True, env={**os.environ, **environment})
+        if done.returncode:
+            raise RuntimeError("kinit failed: " + done.stdout + done.stderr)
+        return environment
 
     def load_ldif(self, text: str, name: str = "load") -> None:
         """Apply an LDIF change file to the database directly (works with the server running
@@ -203,6 +231,19 @@ class SambaDC:
         server = ldap3.Server(self.address, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE)
         return ldap3.Connection(server, user=ADMIN_NT, password=ADMIN_PASSWORD, auto_bind=True,
                                 raise_exceptions=True, check_names=False, auto_range=False)
+
+
+# What samba_spnupdate registers on a real DC (it does not run with only the ldap and kdc
+# services): the service principal Kerberos clients of LDAP ask a ticket for.
+LDAP_SERVICE_PRINCIPAL = f"""dn: CN=DC1,OU=Domain Controllers,{BASE_DN}
+changetype: modify
+add: servicePrincipalName
+servicePrincipalName: ldap/dc1.{REALM.lower()}
+servicePrincipalName: ldap/dc1.{REALM.lower()}/{REALM.lower()}
+servicePrincipalName: ldap/DC1
+-
+"""
+KERBEROS_HOST = f"dc1.{REALM.lower()}"
 
 
 # The Exchange attributes Samba lacks (testinfra.md: "Exchange attributes in Samba's schema").

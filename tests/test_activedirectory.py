@@ -191,3 +191,14 @@ def test_ldif_directory_applies_scope_like_a_live_search(tmp_path):
 def _b64(raw: bytes) -> str:
     import base64
     return base64.b64encode(raw).decode()
+
+
+def test_kerberos_without_its_package_says_what_to_install(monkeypatch):
+    import importlib.util
+    from stages.cli import ZivsyncError
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("gssapi", "winkerberos") else real(name, *a))
+    directory = LiveDirectory(Server(urls=("ldap://127.0.0.1:1",), kerberos=True), Scope("DC=x"))
+    with pytest.raises(ZivsyncError, match="pip install gssapi .* or winkerberos"):
+        directory.connect()

@@ -439,13 +439,21 @@ include_ous = ["{SHARED}"]
     assert people_names(by_environment.records) == {"Info", "Finance", "Room Amstel", "Beamer 1"}
 
 
-def test_kerberos_without_gssapi_says_what_to_install(samba_dc):
-    pytest.importorskip  # noqa: B018  (gssapi is optional and not installed by make test)
-    try:
-        import gssapi  # noqa: F401
-        pytest.skip("gssapi is installed here: this test is about its absence")
-    except ImportError:
-        pass
-    done = run("zivsync-extract-ldap", "--url", samba_dc.ldaps_url, "--base-dn", BASE_DN, "--kerberos",
-               "--ca-file", samba_dc.tls["ca"])
-    assert done.returncode == ExitStatus.ERROR and "pip install gssapi" in done.stderr
+def test_kerberos_bind_with_a_ticket(samba_dc):
+    import importlib.util
+    need(importlib.util.find_spec("gssapi") is not None and bool(shutil.which("kinit")),
+         "gssapi and kinit (optional Kerberos support)", "make test installs krb5-user, libkrb5-dev and .[kerberos]")
+    from samba_dc import KERBEROS_HOST
+    environment = samba_dc.kinit()
+    for url in (samba_dc.ldap_url, samba_dc.ldaps_url):  # StartTLS, LDAPS
+        done = run("zivsync-extract-ldap", "--kerberos", "--kerberos-host", KERBEROS_HOST, "--url", url,
+                   "--base-dn", BASE_DN, "--ca-file", samba_dc.tls["ca"], "--include-ou", SHARED, "-v",
+                   env=environment)
+        assert done.returncode == 0, done.stderr
+        assert people_names(done.records) == {"Info", "Finance", "Room Amstel", "Beamer 1"}
+        assert " -Y GSSAPI " in done.stderr  # the ldapsearch line asks the same way
+    no_ticket = {**environment, "KRB5CCNAME": f"FILE:{samba_dc.folder / 'no-such-cache'}"}
+    done = run("zivsync-extract-ldap", "--kerberos", "--kerberos-host", KERBEROS_HOST, "--url", samba_dc.ldap_url,
+               "--base-dn", BASE_DN, "--ca-file", samba_dc.tls["ca"], env=no_ticket)
+    assert done.returncode == ExitStatus.UNREACHABLE
+    assert "Kerberos authentication failed" in done.stderr and "kinit" in done.stderr
