@@ -85,10 +85,9 @@ class Scope:
 
     def outside(self, dn: str, person: bool) -> bool:
         """Whether the OU lists leave this object out."""
-        lowered = dn.lower()
-        if any(_under(lowered, ou) for ou in self.exclude_ous):
+        if any(_under(dn, ou) for ou in self.exclude_ous):
             return True
-        return person and bool(self.include_ous) and not any(_under(lowered, ou) for ou in self.include_ous)
+        return person and bool(self.include_ous) and not any(_under(dn, ou) for ou in self.include_ous)
 
     def person_filter(self) -> str:
         from ldap3.utils.conv import escape_filter_chars
@@ -105,9 +104,10 @@ class Scope:
         return f"(&{GROUP_FILTER}{_parenthesized(self.group_filter)})" if self.group_filter else GROUP_FILTER
 
     def search_bases(self) -> list[str]:
-        """Where to search for people: the included OUs (none inside another), or the base DN."""
-        bases = list(self.include_ous) or [self.base_dn]
-        return [b for b in bases if not any(o is not b and _under(b.lower(), o) for o in bases)]
+        """Where to search for people: the included OUs (each once, none inside another), or the
+        base DN."""
+        bases = list({_canonical(b): b for b in self.include_ous}.values()) or [self.base_dn]
+        return [b for b in bases if not any(o != b and _under(b, o) for o in bases)]
 
 
 def _unique(names: Iterable[str]) -> list[str]:
@@ -117,9 +117,15 @@ def _unique(names: Iterable[str]) -> list[str]:
     return list(seen.values())
 
 
-def _under(lowered_dn: str, ou: str) -> bool:
-    ou = ou.lower()
-    return lowered_dn == ou or lowered_dn.endswith("," + ou)
+def _canonical(dn: str) -> str:
+    """A DN for comparing: lower case, no spaces around the separators ('OU=Staff, DC=corp')."""
+    return re.sub(r"\s*([,=])\s*", r"\1", dn.strip()).lower()
+
+
+def _under(dn: str, ou: str) -> bool:
+    """Whether ``dn`` is ``ou`` or below it."""
+    dn, ou = _canonical(dn), _canonical(ou)
+    return dn == ou or dn.endswith("," + ou)
 
 
 def _parenthesized(text: str) -> str:
@@ -346,8 +352,10 @@ def _endpoint(url: str) -> tuple[str, str, int]:
 
 
 def _tls_failure(error: BaseException) -> bool:
-    text = f"{error} {getattr(error, '__cause__', '')}".lower()
-    return "certificate" in text or "ssl" in text and "verify" in text or "hostname" in text
+    """Whether a connection failed on the certificate. ldap3 wraps ssl's errors into its own
+    with the text only, so the text is what there is to go by."""
+    text = f"{error} {error.__cause__ or ''} {error.__context__ or ''}".lower()
+    return "certificate" in text or "hostname" in text or ("ssl" in text and "verify" in text)
 
 
 class LiveDirectory:
@@ -644,7 +652,7 @@ class LdifDirectory:
 
     def _keeps_person(self, dn: str, attributes: Attributes) -> bool:
         scope = self.scope
-        if not _under(dn.lower(), scope.base_dn) or scope.outside(dn, person=True):
+        if not _under(dn, scope.base_dn) or scope.outside(dn, person=True):
             return False
         if scope.include_groups and not any(self.in_chain(dn, g) for g in scope.include_groups):
             return False
@@ -663,7 +671,7 @@ class LdifDirectory:
 
     def groups(self) -> Iterator[Entry]:
         for dn, attributes in self._entries():
-            if not _is_group(attributes) or not _under(dn.lower(), self.scope.base_dn):
+            if not _is_group(attributes) or not _under(dn, self.scope.base_dn):
                 continue
             if self.scope.outside(dn, person=False):
                 continue

@@ -197,6 +197,8 @@ class Directory:
             return self._by_address[ref]
         if SID_PATTERN.match(ref):
             return self._index("sid").get(ref)
+        if "=" in ref and "," in ref and (key := self._index("dn").get(ref)):
+            return key  # a DN; one with an escaped comma (CN=Smith\, John,...) is no DOMAIN\user
         if "\\" in ref:
             return self._index("sam").get(ref.rpartition("\\")[2])
         return self._index("dn").get(ref) or self._index("upn").get(ref) or self._index("name").get(ref)

@@ -4,7 +4,7 @@ Written as LDIF and loaded with ``ldbmodify`` straight into the DC's database (1
 adding over LDAP, see testinfra.md), so the server makes objectGUIDs, SIDs and the memberOf
 back-links itself as Active Directory does. The names below are what the tests assert on.
 
-Covers: UTF-8 names, disabled users, users with and without mailboxes, shared (also hybrid
+Covers: UTF-8 names, a comma in a name (escaped in its DN), disabled users, users with and without mailboxes, shared (also hybrid
 remote), room and equipment mailboxes, secondary addresses in and out of the claimed domains,
 security and distribution groups nested three deep and one cycle, an excluded OU, a user to
 move between OUs, a ms-DS-ConsistencyGuid, phone numbers in local formats, many bulk users
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import uuid
+
+from ldap3.utils.dn import escape_rdn
 
 from samba_dc import BASE_DN
 
@@ -40,7 +42,7 @@ CONSISTENCY_GUID = uuid.UUID("0c0ffee0-1234-4abc-8def-000000000042")
 
 def _user(cn: str, ou: str, sam: str, *, mail: str | None = None, secondaries: tuple[str, ...] = (),
           kind: int | None = USER_MAILBOX, uac: int = ENABLED, **attributes) -> dict:
-    record = {"dn": f"CN={cn},{ou}", "objectClass": "user", "sAMAccountName": sam,
+    record = {"dn": f"CN={escape_rdn(cn)},{ou}", "objectClass": "user", "sAMAccountName": sam,
               "userPrincipalName": f"{sam}@corp.example.test", "displayName": cn,
               "userAccountControl": str(uac)}
     if mail:
@@ -70,6 +72,7 @@ def people() -> list[dict]:
         _user("Conny Consistent", STAFF, "c.consistent", mail=f"conny.consistent@{d}",
               **{"mS-DS-ConsistencyGuid": CONSISTENCY_GUID.bytes_le}),
         _user("Mo Mover", STAFF, "m.mover", mail=f"mo.mover@{d}"),
+        _user("Jansen, Piet", STAFF, "p.jansen", mail=f"piet.jansen@{d}", givenName="Piet", sn="Jansen"),
         _user("Info", SHARED, "info", mail=f"info@{d}", secondaries=(f"info@{CLAIMED[1]}",),
               kind=SHARED_MAILBOX, uac=DISABLED),
         _user("Finance", SHARED, "finance", mail=f"finance@{d}", kind=REMOTE_SHARED, uac=DISABLED),
@@ -112,7 +115,8 @@ def groups(bulk_members: int) -> list[dict]:
         _group("GG-CycleA", GLOBAL_SECURITY, [group("GG-CycleB"), person("Mark Mailuser")]),
         _group("DL-Sales", DISTRIBUTION, [person("Jürgen Weiß"), group("GG-Level3")],
                mail=f"sales@{d}", secondaries=(f"verkoop@{CLAIMED[1]}", f"sales@{OTHER}")),
-        _group("Team Support", UNIVERSAL_SECURITY, [person("Chloé Dubois"), person("Mark Mailuser")],
+        _group("Team Support", UNIVERSAL_SECURITY, [person("Chloé Dubois"), person("Mark Mailuser"),
+                                                    person("Jansen\\, Piet")],
                mail=f"support@{d}"),
         _group("GG-Bulk", GLOBAL_SECURITY, [f"CN=Bulk User {i:05d},{BULK}" for i in range(bulk_members)]),
     ]

@@ -83,6 +83,9 @@ def test_scope_filters_escape_what_the_tool_puts_in():
 def test_ous_nested_in_each_other_are_searched_once():
     scope = Scope("DC=x", include_ous=("OU=A,DC=x", "OU=B,OU=A,DC=x", "OU=C,DC=x"), exclude_ous=("OU=D,OU=C,DC=x",))
     assert scope.search_bases() == ["OU=A,DC=x", "OU=C,DC=x"]
+    twice = Scope("DC=x", include_ous=("OU=A,DC=x", "ou=a, dc=x"), exclude_ous=("OU=D , DC=X",))
+    assert twice.search_bases() == ["ou=a, dc=x"]  # the same OU, written twice: searched once, not dropped
+    assert twice.outside("CN=p,OU=D,DC=x", person=True) and not twice.outside("CN=p,OU=A,DC=x", person=True)
     assert scope.outside("CN=p,OU=D,OU=C,DC=x", person=True) and scope.outside("CN=g,OU=D,OU=C,DC=x", person=False)
     assert scope.outside("CN=p,OU=E,DC=x", person=True) and not scope.outside("CN=g,OU=E,DC=x", person=False)
 

@@ -14,12 +14,12 @@ import pytest
 import ad_seed
 from ad_seed import ALUMNI, BULK, CLAIMED, CONSISTENCY_GUID, EXCLUDED, GROUPS, SHARED, STAFF
 from conftest import need
-from helpers import API_KEY, Sandbox, read_jsonl, run
+from helpers import API_KEY, Sandbox, account, read_jsonl, run, write_stream
 from samba_dc import ADMIN_DN, ADMIN_NT, ADMIN_PASSWORD, ADMIN_UPN, BASE_DN
 from stages.cli import ExitStatus
 
 PASSWORD_VARIABLE = {"ZIVSYNC_LDAP_PASSWORD": ADMIN_PASSWORD}
-NAMED_PEOPLE = 14  # ad_seed.people()
+NAMED_PEOPLE = 15  # ad_seed.people()
 
 
 def extract(dc, *args, env=PASSWORD_VARIABLE, url=None, ca=None, expect=ExitStatus.OK):
@@ -311,7 +311,12 @@ def test_broken_ldif_names_file_and_line(tmp_path):
 
 def test_extract_normalize_diff_push_gives_zivver_the_directory(samba_dc, tmp_path):
     claimed = [a for d in CLAIMED for a in ("--claimed-domain", d)]
-    with Sandbox("--rate-limit", "1000", claimed=CLAIMED) as sandbox:
+    # Zivver already knows Dirk (disabled in AD since) and somebody who left (gone from AD); with
+    # only these two managed so far, the percentage limit must allow suspending both
+    seed = write_stream(tmp_path / "zivver-before.jsonl", "accounts", [
+        account("dirk.disabled@corp.example.test", name="Dirk Disabled", zivver_id="z-dirk"),
+        account("left.company@corp.example.test", name="Left Company", zivver_id="z-left")])
+    with Sandbox("--rate-limit", "1000", "--seed", seed, claimed=CLAIMED) as sandbox:
         env = sandbox.env
         extract(samba_dc, "--exclude-ou", BULK, "--exclude-ou", EXCLUDED, "--default-region", "NL",
                 "-o", tmp_path / "ldap.jsonl")
@@ -320,7 +325,8 @@ def test_extract_normalize_diff_push_gives_zivver_the_directory(samba_dc, tmp_pa
                                    "-o", tmp_path / "desired.jsonl"]),
             ("zivsync-snapshot", ["-o", tmp_path / "current.jsonl"]),
             ("zivsync-diff", ["-i", tmp_path / "desired.jsonl", *claimed, "--current", tmp_path / "current.jsonl",
-                              "--state", tmp_path / "state", "-o", tmp_path / "plan.jsonl"]),
+                              "--state", tmp_path / "state", "--max-suspend-percent", "100",
+                              "-o", tmp_path / "plan.jsonl"]),
             ("zivsync-push", ["-i", tmp_path / "plan.jsonl", "--apply", "--state", tmp_path / "state",
                               "--rate-limit", "1000", "-o", tmp_path / "results.jsonl"]),
             ("zivsync-snapshot", ["-o", tmp_path / "after.jsonl"]),
@@ -332,20 +338,27 @@ def test_extract_normalize_diff_push_gives_zivver_the_directory(samba_dc, tmp_pa
     assert set(accounts) == {
         "juergen.weiss@corp.example.test", "chloe.dubois@corp.example.test", "xiaoming.wang@corp.example.test",
         "mark.mailuser@corp.example.test", "rita.remote@corp.example.test",
-        "conny.consistent@corp.example.test", "mo.mover@corp.example.test", "info@corp.example.test",
+        "dirk.disabled@corp.example.test", "left.company@corp.example.test",
+        "conny.consistent@corp.example.test", "mo.mover@corp.example.test", "piet.jansen@corp.example.test",
+        "info@corp.example.test",
         "finance@corp.example.test", "sales@corp.example.test", "support@corp.example.test"}
     jurgen = accounts["juergen.weiss@corp.example.test"]
     assert jurgen["name"] == "Jürgen Weiß" and jurgen["aliases"] == ["j.weiss@corp.example.test"]
     assert jurgen["active"] is True and jurgen["kind"] == "user"
     assert accounts["chloe.dubois@corp.example.test"]["aliases"] == ["c.dubois@corp.example.nl"]
-    # a disabled user with no account in Zivver gets none; the excluded OU, rooms, equipment and
-    # people without mail stay out
+    # the user disabled in AD and the leaver are suspended; nobody else is; the excluded OU,
+    # rooms, equipment and people without mail stay out
+    assert {email for email, a in accounts.items() if not a["active"]} == {
+        "dirk.disabled@corp.example.test", "left.company@corp.example.test"}
     assert accounts["info@corp.example.test"]["kind"] == "functional"
     assert accounts["info@corp.example.test"]["aliases"] == ["info@corp.example.nl"]
     # a distribution group as a functional account: its nested members (active ones) are the delegates
     assert accounts["sales@corp.example.test"]["delegates"] == ["juergen.weiss@corp.example.test",
                                                                 "xiaoming.wang@corp.example.test"]
     assert accounts["sales@corp.example.test"]["aliases"] == ["verkoop@corp.example.nl"]
+    # members by DN, one with an escaped comma in it (CN=Jansen\, Piet,...)
+    assert accounts["support@corp.example.test"]["delegates"] == [
+        "chloe.dubois@corp.example.test", "mark.mailuser@corp.example.test", "piet.jansen@corp.example.test"]
 
 
 # -- a read cut off half-way, the config file, Kerberos --------------------------------------------

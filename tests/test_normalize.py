@@ -124,6 +124,18 @@ def test_member_of_on_the_person_counts_as_membership():
     assert result["sales@example.com"]["delegates"] == ["ann@example.com"]
 
 
+def test_members_and_member_of_given_as_dns_as_extract_ldap_writes_them():
+    ann_dn, bob_dn = "CN=Smith\\, Ann,OU=Staff,DC=corp", "CN=Bob,OU=Staff,DC=corp"
+    low_dn, top_dn = "CN=Low,OU=Groups,DC=corp", "CN=Top,OU=Groups,DC=corp"
+    result = accounts(shared_with(
+        person("a", "ann@example.com", dn=ann_dn), person("b", "bob@example.com", dn=bob_dn, groups=[low_dn]),
+        person("c", "carl@example.com", dn="CN=Carl,OU=Gone,DC=corp"),
+        group("top", [ann_dn.upper(), low_dn], dn=top_dn), group("low", ["CN=Nobody,OU=Staff,DC=corp"], dn=low_dn),
+        permission("sales@example.com", top_dn)))
+    # the escaped comma does not make Ann's DN a DOMAIN\\user; Bob is in Low by his memberOf
+    assert result["sales@example.com"]["delegates"] == ["ann@example.com", "bob@example.com"]
+
+
 def test_trustee_resolved_by_upn_sid_and_domain_sam():
     result = accounts(shared_with(
         person("a", "ann@example.com", upn="ann.upn@corp.example.com"),
