@@ -68,7 +68,7 @@ def _region(ctx, param, value):
                   "ZIVSYNC_LDAP_PASSWORD (never a flag: flags show up in process lists).")
 @ldap_option("--kerberos", is_flag=True,
              help="Bind with Kerberos (SASL GSSAPI) using the current ticket or keytab instead of a password. "
-                  "Needs the optional gssapi package.")
+                  "Needs the optional Kerberos support: pip install 'zivsync[kerberos]'.")
 @ldap_option("--kerberos-host", metavar="NAME",
              help="The DC's host name for its Kerberos service ticket (ldap/NAME), when the URL does not "
                   "name it (an IP address, an alias). Default: the URL's host.")
