@@ -1,13 +1,12 @@
 """The one Zivver SCIM client: every request zivsync sends to Zivver goes through here.
 
-It owns what makes talking to Zivver safe and quick (reference/zivver.md §3 and §6):
+It sends by the one retry policy of :mod:`stages.http` (reference/zivver.md §3 and §6): a
+token bucket pacing requests to Zivver's budget (about 50 per 10 s), so that a large push runs
+at the API's speed without being thrown back; ``Retry-After`` honoured on 429 (or the window
+Zivver's body names); backoff on 5xx, timeouts and dropped connections for requests that are
+safe to repeat (GET, PUT, PATCH, DELETE); a POST that may or may not have happened raises
+:class:`Uncertain` so that the caller can look before it retries. Here:
 
-- one HTTP session (connection reuse), a timeout on every request, TLS verified;
-- a client-side token bucket that paces requests to Zivver's budget (about 50 per 10 s),
-  so that a large push runs at the API's speed without being thrown back;
-- ``Retry-After`` honoured on 429; backoff on 5xx, timeouts and dropped connections, for
-  requests that are safe to repeat (GET, PUT, PATCH, DELETE); a POST that may or may not
-  have happened raises :class:`Uncertain` so that the caller can look before it retries;
 - errors that carry Zivver's own message; 401/403 as :class:`AuthError`;
 - the API key never leaves the ``Authorization`` header: not in logs, errors or ``repr``.
 """
@@ -16,11 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import random
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -28,8 +23,9 @@ import click
 import orjson
 import requests
 
-from . import __version__, cli
+from . import cli
 from .cli import ExitStatus, ZivsyncError, option
+from .http import ApiError, AuthError, HttpClient, TokenBucket, Uncertain, Unreachable  # noqa: F401 (re-exported)
 
 log = logging.getLogger("zivsync")
 
@@ -42,157 +38,50 @@ SCIM_JSON = "application/scim+json"
 PAGE_SIZE = 500
 
 
-class ZivverError(Exception):
-    """Zivver answered with an error: ``status`` and Zivver's own ``message``."""
-
-    def __init__(self, method: str, path: str, status: int | None, message: str):
-        self.method, self.path, self.status, self.message = method, path, status, message
-        where = f"{method} {path}"
-        super().__init__(f"{where}: HTTP {status}: {message}" if status else f"{where}: {message}")
+# Zivver's errors are the HTTP layer's, under the names push and snapshot know them by.
+ZivverError = ApiError
 
 
-class AuthError(ZivverError):
-    """The API key was refused (401/403): nothing else will work either."""
-
-
-class Unreachable(ZivverError):
-    """Zivver could not be reached, even after retrying."""
-
-
-class Uncertain(ZivverError):
-    """A request that is not safe to repeat failed in a way that leaves unknown whether Zivver
-    applied it (a timeout, a dropped connection, a 5xx answer)."""
-
-
-class TokenBucket:
-    """Paces requests: ``capacity`` at once, refilled ``capacity`` per ``window`` seconds."""
-
-    def __init__(self, capacity: int, window: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.capacity, self.rate = capacity, capacity / window
-        self.clock, self.sleep = clock, sleep
-        self.tokens, self.stamp = float(capacity), clock()
-        self.lock = threading.Lock()
-
-    def take(self) -> None:
-        with self.lock:
-            while True:
-                now = self.clock()
-                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.tokens >= 1 - 1e-9:  # rounding must not make it wait for nothing, forever
-                    self.tokens = max(0.0, self.tokens - 1)
-                    return
-                self.sleep(max((1 - self.tokens) / self.rate, 0.001))
-
-    def empty(self) -> None:
-        """The server says we are over budget: start again from nothing."""
-        with self.lock:
-            self.tokens, self.stamp = 0.0, self.clock()
-
-
-@dataclass
-class Stats:
-    requests: int = 0
-    throttled: int = 0  # 429 answers
-    retries: int = 0  # repeats after 5xx, timeouts, dropped connections
-    by_method: Counter = field(default_factory=Counter)
-
-    @property
-    def writes(self) -> int:
-        return sum(n for method, n in self.by_method.items() if method != "GET")
-
-
-class Client:
+class Client(HttpClient):
     """Zivver's SCIM API at ``base_url`` (…/api/scim/v2)."""
 
     def __init__(self, base_url: str, api_key: str, *, rate: int = 50, window: float = 10.0,
                  timeout: float = 30.0, retries: int = 5, verify: bool | str = True,
                  sleep: Callable[[float], None] = time.sleep):
-        self.base = base_url.rstrip("/")
-        self.timeout, self.retries, self.sleep = timeout, retries, sleep
-        self.bucket = TokenBucket(rate, window, sleep=sleep)
-        self.window = window
-        self.stats = Stats()
-        self.session = requests.Session()
-        self.session.verify = verify
-        self.session.headers.update({
-            "Authorization": f"Bearer {api_key}",
-            "Accept": "application/json",
-            "User-Agent": f"zivsync/{__version__}",
-        })
-        self._random = random.Random(0)
+        super().__init__(base_url, rate=rate, window=window, timeout=timeout, retries=retries, verify=verify,
+                         sleep=sleep)
+        self.session.headers["Authorization"] = f"Bearer {api_key}"
 
     def __repr__(self) -> str:  # no key in here
         return f"Client({self.base!r})"
 
-    def close(self) -> None:
-        self.session.close()
-
     # -- requests ------------------------------------------------------------------------
     def request(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
                 content_type: str = "application/json", accept: str | None = "application/json") -> Any:
-        """Send one request, pacing, retrying and raising as the module docstring says;
+        """Send one request by the retry policy of stages.http and raise Zivver's errors;
         returns the parsed JSON body (None when empty)."""
-        url = self.base + path
-        safe = method != "POST"
         headers = {"Content-Type": content_type} if body is not None else {}
         if accept is None:
             headers["Accept"] = None  # requests drops a header set to None
         elif accept != "application/json":
             headers["Accept"] = accept
         data = orjson.dumps(body) if body is not None else None
-        failures = throttles = 0
-        while True:
-            self.bucket.take()
-            self.stats.requests += 1
-            self.stats.by_method[method] += 1
-            log.debug("%s %s%s", method, url, f" {params}" if params else "")
-            try:
-                response = self.session.request(method, url, data=data, params=params, headers=headers,
-                                                timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as error:
-                reason = "timed out" if isinstance(error, requests.Timeout) else "connection failed or dropped"
-                if not safe:
-                    raise Uncertain(method, path, None, reason) from None
-                failures += 1
-                if failures > self.retries:
-                    raise Unreachable(method, path, None, f"{reason} ({failures} attempts): {_short(error)}") from None
-                self._back_off(failures)
-                continue
-            status = response.status_code
-            if status == 429:
-                throttles += 1
-                self.stats.throttled += 1
-                if throttles > 20:
-                    raise ZivverError(method, path, status, "still throttled after 20 waits")
-                self.bucket.empty()
-                self.sleep(self._retry_after(response) + self._random.uniform(0, 0.25))
-                continue
-            if status >= 500:
-                if not safe:
-                    raise Uncertain(method, path, status, _message(response))
-                failures += 1
-                if failures > self.retries:
-                    raise ZivverError(method, path, status, _message(response))
-                self._back_off(failures)
-                continue
-            if status in (401, 403):
-                raise AuthError(method, path, status, _auth_message(status, _message(response)))
-            if status >= 400:
-                raise ZivverError(method, path, status, _message(response))
-            return orjson.loads(response.content) if response.content.strip() else None
+        log.debug("%s %s%s", method, self.base + path, f" {params}" if params else "")
+        response = self.send(method, path, data=data, params=params, headers=headers)
+        status = response.status_code
+        if status in (401, 403):
+            raise AuthError(method, path, status, _auth_message(status, self.error_message(response)))
+        if status >= 400:
+            raise ZivverError(method, path, status, self.error_message(response))
+        return orjson.loads(response.content) if response.content.strip() else None
 
-    def _back_off(self, failures: int) -> None:
-        self.stats.retries += 1
-        self.sleep(min(30.0, 0.5 * 2 ** (failures - 1)) * self._random.uniform(0.5, 1.0))
+    def error_message(self, response: requests.Response) -> str:
+        return _message(response)
 
-    def _retry_after(self, response: requests.Response) -> float:
-        for header in ("Retry-After", "RateLimit-Reset"):
-            value = response.headers.get(header, "")
-            if value.replace(".", "", 1).isdigit():
-                return float(value)
-        try:
+    def retry_after(self, response: requests.Response) -> float:
+        if any(response.headers.get(h) for h in ("Retry-After", "RateLimit-Reset")):
+            return super().retry_after(response)
+        try:  # Zivver's own body says how long its window is
             return float(orjson.loads(response.content)["emptiedBucketDetails"]["windowSeconds"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return self.window
@@ -252,11 +141,6 @@ def _message(response: requests.Response) -> str:
 def _auth_message(status: int, message: str) -> str:
     return (f"{message}: the API key was refused. Is it complete, without spaces, and was the "
             "administrator who generated it deleted? (Zivver: Organization Settings → API keys)")
-
-
-def _short(error: Exception) -> str:
-    text = str(error)
-    return text if len(text) < 200 else text[:200] + "…"
 
 
 # -- the connection options every Zivver-facing stage has --------------------------------
