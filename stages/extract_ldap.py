@@ -110,8 +110,8 @@ def _region(ctx, param, value):
              help="The source name in the records (to tell several forests apart).")
 @ldap_option("--ldif", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
              help="Read an LDIF export (ldifde -f, or ldapsearch) instead of a domain controller.")
-def command(output, urls, base_dn, bind_dn, password_file, kerberos, kerberos_host, ca_file, tls_server_name, no_verify_tls,
-            allow_plain_ldap, timeout, page_size, include_ous, exclude_ous, include_groups, exclude_groups,
+def command(output, urls, base_dn, bind_dn, password_file, kerberos, kerberos_host, ca_file, tls_server_name,
+            no_verify_tls, allow_plain_ldap, timeout, page_size, include_ous, exclude_ous, include_groups, exclude_groups,
             people_filter, group_filter, extra_attributes, sso_key_attribute, phone_attributes, default_region,
             source, ldif):
     scope = Scope(base_dn=base_dn, include_ous=include_ous, exclude_ous=exclude_ous,

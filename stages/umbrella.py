@@ -6,9 +6,10 @@ import sys
 
 import click
 
-from . import __version__, cli, diff, extract_ldap, normalize, push, sandbox, snapshot, validate
+from . import __version__, cli, diff, extract_exo, extract_ldap, normalize, push, sandbox, snapshot, validate
 
-STAGES = [extract_ldap.command, normalize.command, diff.command, validate.command, snapshot.command, push.command, sandbox.command]
+STAGES = [extract_ldap.command, extract_exo.command, normalize.command,
+          diff.command, validate.command, snapshot.command, push.command, sandbox.command]
 
 
 @click.group(context_settings=cli.CONTEXT_SETTINGS, help="""Keep a Zivver organisation in step with its directory.
