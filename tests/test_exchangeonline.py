@@ -9,8 +9,10 @@ from stages.cli import ZivsyncError
 from stages.exchangeonline import (Cmdlet, Login, Names, addresses_of, group_record, is_principal_without_mailbox,
                                    object_id, odata_error, person_record)
 
-MAILBOX = {"Guid": "2A1FAF15-0000-4000-8000-000000000001", "ExternalDirectoryObjectId": "AAD00000-0000-4000-8000-0000000000AA",
-           "PrimarySmtpAddress": "Info@Contoso.example", "DisplayName": "Info", "UserPrincipalName": "info@contoso.example",
+MAILBOX = {"Guid": "2A1FAF15-0000-4000-8000-000000000001",
+           "ExternalDirectoryObjectId": "AAD00000-0000-4000-8000-0000000000AA",
+           "PrimarySmtpAddress": "Info@Contoso.example", "DisplayName": "Info",
+           "UserPrincipalName": "info@contoso.example",
            "Alias": "info", "Name": "Info", "RecipientTypeDetails": "SharedMailbox", "AccountDisabled": True,
            "EmailAddresses": ["SIP:info@contoso.example", "smtp:Info@Contoso.NL", "SMTP:info@contoso.example",
                               "X500:/o=ExchangeLabs/cn=info", "smtp:info@contoso.example"]}
@@ -45,8 +47,8 @@ def test_trustees_are_found_by_any_name_exchange_uses():
 
 
 def test_exchange_error_messages_are_its_own_words():
-    body = {"error": {"code": "NotFound", "message": "generic", "details": [{"message":
-            "Ex6F9304|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|"
+    body = {"error": {"code": "NotFound", "message": "generic", "details": [{
+        "message": "Ex6F9304|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|"
             "The operation couldn't be performed because object 'x' couldn't be found on 'AM0PR01.PROD.OUTLOOK.COM'."}]}}
     assert odata_error(orjson.dumps(body), "") == ("The operation couldn't be performed because object 'x' couldn't "
                                                    "be found on 'AM0PR01.PROD.OUTLOOK.COM'. "
@@ -57,8 +59,8 @@ def test_exchange_error_messages_are_its_own_words():
 
 
 def test_cmdlets_show_as_powershell_would():
-    assert str(Cmdlet("Get-Mailbox", RecipientTypeDetails=["UserMailbox", "SharedMailbox"], ResultSize="Unlimited")) \
-        == "Get-Mailbox -RecipientTypeDetails UserMailbox,SharedMailbox -ResultSize Unlimited"
+    cmdlet = Cmdlet("Get-Mailbox", RecipientTypeDetails=["UserMailbox", "SharedMailbox"], ResultSize="Unlimited")
+    assert str(cmdlet) == "Get-Mailbox -RecipientTypeDetails UserMailbox,SharedMailbox -ResultSize Unlimited"
     assert str(Cmdlet("Get-Recipient", Identity="O'Brien, Pat")) == "Get-Recipient -Identity 'O''Brien, Pat'"
     assert Cmdlet("Get-MailboxPermission", Identity="x").body() == {
         "CmdletInput": {"CmdletName": "Get-MailboxPermission", "Parameters": {"Identity": "x"}}}
