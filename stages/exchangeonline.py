@@ -201,7 +201,7 @@ class Tokens:
             return self.app.acquire_token_by_device_flow(flow)
         if renew:  # the API turned the cached token down: drop it so that msal asks for a new one
             cache = self.app.token_cache
-            for item in cache.search(cache.CredentialType.ACCESS_TOKEN, target=scopes):
+            for item in list(cache.search(cache.CredentialType.ACCESS_TOKEN, target=scopes)):
                 cache.remove_at(item)
         result = self.app.acquire_token_for_client(scopes=scopes)
         if result.get("token_source") == "identity_provider":
