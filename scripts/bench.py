@@ -44,9 +44,10 @@ Usage::
     python scripts/bench.py --keep /tmp/bench100k --skip-generate   # reuse directory.jsonl
     python scripts/bench.py --ldap-only --ldap-users 2000            # extract-ldap vs ldapsearch only
 
-Two more sections follow the stages: push against a zivsync-sandbox (scripts/bench_push.py)
-and extract-ldap against a Samba AD DC seeded with 10,000 users, next to OpenLDAP's
-ldapsearch asking the same (scripts/bench_ldap.py; seeding the DC takes a few minutes).
+More sections follow the stages: push against a zivsync-sandbox (scripts/bench_push.py),
+extract-exo against the fake Exchange Online with 20 ms a request, with and without $batch
+(scripts/bench_exo.py), and extract-ldap against a Samba AD DC seeded with 10,000 users, next
+to OpenLDAP's ldapsearch asking the same (scripts/bench_ldap.py; seeding takes a few minutes).
 
 Exit status: 0 when every stage ran, whether or not it met the target (this is a report);
 1 when a stage failed or could not run, or when the generated data does not match the
@@ -718,6 +719,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ldap-only", action="store_true",
                         help="run only the LDAP section (extract-ldap against a Samba AD DC, next to ldapsearch)")
     parser.add_argument("--no-ldap", action="store_true", help="leave out the LDAP section")
+    parser.add_argument("--exo-only", action="store_true",
+                        help="run only the Exchange Online section (extract-exo against the fake, 20 ms a request)")
+    parser.add_argument("--no-exo", action="store_true", help="leave out the Exchange Online section")
     parser.add_argument("--ldap-users", type=int, default=10_000, metavar="N",
                         help="users seeded into the Samba DC for the LDAP section (default 10,000)")
     parser.add_argument("--check-sample", metavar="N", type=int, default=1000,
@@ -847,6 +851,7 @@ def run_bench(args: argparse.Namespace, work: Path) -> tuple[dict, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_exo import print_exo, run_exo_bench
     from bench_ldap import print_ldap, run_ldap_bench
     from bench_push import print_push, run_push_bench
 
@@ -857,12 +862,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         work = Path(tempfile.mkdtemp(prefix="zivsync-bench-"))
     try:
-        only = args.push_only or args.ldap_only
+        only = args.push_only or args.ldap_only or args.exo_only
         figures, ok = ({}, True) if only else run_bench(args, work)
-        if not args.no_push and not args.ldap_only:
+        if not args.no_push and (not only or args.push_only):
             figures["push"], push_ok = run_push_bench(work / "push")
             print_push(figures["push"], push_ok)
-        if not args.no_ldap and not args.push_only:
+        if not args.no_exo and (not only or args.exo_only):
+            figures["exo"], exo_ok = run_exo_bench(work / "exo")
+            print_exo(figures["exo"], exo_ok)
+            ok = ok and exo_ok
+        if not args.no_ldap and (not only or args.ldap_only):
             figures["ldap"], ldap_ran = run_ldap_bench(work / "ldap", args.ldap_users)
             print_ldap(figures["ldap"], ldap_ran)
             ok = ok and (ldap_ran or "skipped" in figures["ldap"])

@@ -200,9 +200,7 @@ class Tokens:
             self.requests += 1
             return self.app.acquire_token_by_device_flow(flow)
         if renew:  # the API turned the cached token down: drop it so that msal asks for a new one
-            cache = self.app.token_cache
-            for item in list(cache.search(cache.CredentialType.ACCESS_TOKEN, target=scopes)):
-                cache.remove_at(item)
+            self.app.remove_tokens_for_client()
         result = self.app.acquire_token_for_client(scopes=scopes)
         if result.get("token_source") == "identity_provider":
             self.requests += 1
@@ -290,10 +288,10 @@ class ExchangeApi(HttpClient):
         """Each cmdlet's objects (or the error it ended in), in order: ten to a ``$batch``
         request, ``concurrency`` requests at a time."""
         select = tuple(select)
-        if not batch:
-            return [self._invoke_listed(c, select) for c in cmdlets]
-        chunks = [cmdlets[i:i + BATCH_LIMIT] for i in range(0, len(cmdlets), BATCH_LIMIT)]
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            if not batch:
+                return list(pool.map(lambda cmdlet: self._invoke_listed(cmdlet, select), cmdlets))
+            chunks = [cmdlets[i:i + BATCH_LIMIT] for i in range(0, len(cmdlets), BATCH_LIMIT)]
             results = list(pool.map(lambda chunk: self._batch(chunk, select), chunks))
         return [result for chunk in results for result in chunk]
 

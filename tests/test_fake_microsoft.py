@@ -10,12 +10,10 @@ import threading
 import time
 from pathlib import Path
 
+import jwt  # PyJWT, comes with msal
+import msal
 import pytest
-
-msal = pytest.importorskip("msal")
-jwt = pytest.importorskip("jwt")
-requests = pytest.importorskip("requests")
-
+import requests
 from fake_microsoft import FakeMicrosoft, Tenant
 
 HERE = Path(__file__).resolve().parent
