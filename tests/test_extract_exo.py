@@ -311,3 +311,15 @@ def test_secrets_never_in_a_process_list_flag():
     help_text = run("zivsync-extract-exo", "--help").stdout.decode()
     assert "--client-secret " not in help_text and "--client-secret-file" in help_text
     assert "ZIVSYNC_EXO_CLIENT_SECRET" in help_text
+
+
+def test_tenant_by_domain_and_full_access_on_user_mailboxes(small):
+    tenant = small.tenant
+    done = run("zivsync-extract-exo", "--tenant", tenant.domain, "--client-id", small.client_id,
+               "--authority-host", small.url, "--exchange-url", small.exchange_url, "--ca-file", small.ca_file,
+               "--user-mailbox-permissions", env={"ZIVSYNC_EXO_CLIENT_SECRET": small.client_secret})
+    assert done.returncode == 0, done.stderr
+    users = {m["ExternalDirectoryObjectId"].lower() for m in tenant.mailboxes if m["RecipientTypeDetails"] == "UserMailbox"}
+    on_users = [p for p in kinds(done.records)["permission"] if p["mailbox"] in users]
+    assert on_users  # every mailbox has at least its SELF entry
+    assert small.counts("cmdlet")["Get-MailboxPermission"] == len(tenant.mailboxes) - 6  # no rooms/equipment
