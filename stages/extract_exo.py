@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import click
 
 from . import cli
 from .cli import ExitStatus, ZivsyncError
-from .exchangeonline import CLOUDS, Cloud, ExchangeApi, ExoFailure, Login, Reader, Scope, Tokens
+from .exchangeonline import CLOUDS, Cloud, ExchangeApi, Login, Reader, Scope, Tokens
 from .http import ApiError
-from .stream import StreamWriter, open_output
+from .extracting import write_directory
 
 HELP = """Read mailboxes, groups and Full Access permissions from Exchange Online (through the
 Exchange admin API, no PowerShell) and write them as a directory stream.
@@ -138,29 +137,8 @@ def _login(tenant, client_id, secret_file, key, certificate, thumbprint, pfx, pa
 
 
 def _write(reader: Reader, api: ExchangeApi, tokens: Tokens, header: dict, output) -> ExitStatus:
-    counts: Counter = Counter()
-    records = reader.records()
-    try:
-        first = next(records, None)  # the listings: a failure here leaves no output at all
-    except (ApiError, ExoFailure) as error:
-        raise _failure(error) from None
-    status = ExitStatus.OK
-    with open_output(output) as (handle, name):
-        writer = StreamWriter(handle, "directory", "zivsync-extract-exo", header, name)
-        try:
-            if first is not None:
-                writer.write(first)
-                counts[first["type"]] += 1
-            for record in records:
-                writer.write(record)
-                counts[record["type"]] += 1
-        except (ApiError, ExoFailure) as error:
-            failure = _failure(error)
-            cli.log.error("%s", failure)
-            writer.close([f"the read stopped half-way: {failure}"])
-            status = failure.status
-        else:
-            writer.close()
+    status, counts = write_directory(reader.records(), producer="zivsync-extract-exo", header=header,
+                                     output=output, failure=_failure)
     stats = api.stats
     cli.log.info("%d people, %d groups, %d permissions%s; %d requests to Exchange (%d cmdlet calls), %d throttled, "
                  "%d retried; %d token requests", counts["person"], counts["group"], counts["permission"],
@@ -169,12 +147,14 @@ def _write(reader: Reader, api: ExchangeApi, tokens: Tokens, header: dict, outpu
     return status
 
 
-def _failure(error: Exception) -> ZivsyncError:
+def _failure(error: Exception) -> ZivsyncError | None:
     """Exit 4 for whatever kept us from reading Exchange Online (refused, unreachable, or a
     listing cmdlet failing), with Exchange's own words and the cmdlet."""
     if isinstance(error, ZivsyncError):
         return error
-    return ZivsyncError(f"Exchange Online: {error}", ExitStatus.UNREACHABLE)
+    if isinstance(error, ApiError):
+        return ZivsyncError(f"Exchange Online: {error}", ExitStatus.UNREACHABLE)
+    return None
 
 
 main = cli.entry_point(command)

@@ -11,7 +11,7 @@ import click
 from . import cli
 from .activedirectory import LdapFailure, LdifDirectory, LiveDirectory, Scope, Server, records
 from .cli import ExitStatus
-from .stream import StreamWriter, open_output
+from .extracting import write_directory
 
 HELP = """Read people and groups from Active Directory (or an LDIF export of it) and write them
 as a directory stream.
@@ -143,21 +143,9 @@ def command(output, urls, base_dn, bind_dn, password_file, kerberos, kerberos_ho
 
 def _write(directory, scope: Scope, header: dict, output) -> ExitStatus:
     notes: Counter = Counter()
-    counts: Counter = Counter()
-    status = ExitStatus.OK
-    with open_output(output) as (handle, name):
-        writer = StreamWriter(handle, "directory", "zivsync-extract-ldap", header, name)
-        try:
-            for record in records(directory, scope, notes):
-                writer.write(record)
-                counts[record["type"]] += 1
-        except LdapFailure as error:
-            # what was read stays, marked incomplete: diff then suspends nobody on its account
-            cli.log.error("%s", error)
-            writer.close([f"the read stopped half-way: {error}"])
-            status = ExitStatus.UNREACHABLE
-        else:
-            writer.close()
+    status, counts = write_directory(records(directory, scope, notes), producer="zivsync-extract-ldap",
+                                     header=header, output=output,
+                                     failure=lambda error: error if isinstance(error, LdapFailure) else None)
     for note, number in sorted(notes.items()):
         cli.log.warning("%d× %s", number, note)
     cli.log.info("%d people, %d groups%s", counts["person"], counts["group"],

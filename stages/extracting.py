@@ -1,0 +1,46 @@
+"""What every extractor does with the records it reads: write them as a directory stream as
+they come, and, when the source fails half-way, keep what was read but mark the stream
+incomplete, so that diff suspends nobody and empties no functional account on its account."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterator
+
+from . import cli
+from .cli import ExitStatus, ZivsyncError
+from .stream import StreamWriter, open_output
+
+
+def write_directory(records: Iterator[dict], *, producer: str, header: dict, output,
+                    failure: Callable[[Exception], ZivsyncError | None]) -> tuple[ExitStatus, Counter]:
+    """Write ``records`` to ``output``; returns the exit status and the count by record type.
+
+    ``failure`` turns an exception of the source into the error to report (None: not the
+    source's, let it through). The first record is read before anything is written, so that a
+    source failing at once (refused, unreachable) leaves no output at all."""
+    counts: Counter = Counter()
+    try:
+        first = next(records, None)
+    except Exception as error:  # noqa: BLE001 (failure() decides what is the source's)
+        raise failure(error) or error from None
+    status = ExitStatus.OK
+    with open_output(output) as (handle, name):
+        writer = StreamWriter(handle, "directory", producer, header, name)
+        try:
+            for record in ([first] if first is not None else []):
+                writer.write(record)
+                counts[record["type"]] += 1
+            for record in records:
+                writer.write(record)
+                counts[record["type"]] += 1
+        except Exception as error:  # noqa: BLE001
+            reported = failure(error)
+            if reported is None:
+                raise
+            cli.log.error("%s", reported)
+            writer.close([f"the read stopped half-way: {reported}"])
+            status = reported.status
+        else:
+            writer.close()
+    return status, counts
