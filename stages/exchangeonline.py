@@ -34,9 +34,10 @@ log = logging.getLogger("zivsync")
 MAILBOX_KINDS = {"UserMailbox": "user", "SharedMailbox": "shared", "RoomMailbox": "room",
                  "EquipmentMailbox": "equipment"}
 MAILBOX_PROPERTIES = ("Guid", "ExternalDirectoryObjectId", "PrimarySmtpAddress", "EmailAddresses", "DisplayName",
-                      "UserPrincipalName", "Alias", "Name", "Identity", "RecipientTypeDetails", "AccountDisabled")
+                      "UserPrincipalName", "Alias", "Name", "Identity", "RecipientTypeDetails", "AccountDisabled",
+                      "SamAccountName", "DistinguishedName")
 GROUP_PROPERTIES = ("Guid", "ExternalDirectoryObjectId", "PrimarySmtpAddress", "EmailAddresses", "DisplayName",
-                    "Name", "Alias", "Identity", "RecipientTypeDetails")
+                    "Name", "Alias", "Identity", "RecipientTypeDetails", "SamAccountName", "DistinguishedName")
 SECURITY_GROUP = "MailUniversalSecurityGroup"
 # What Exchange's own module sends as routing hint for app-only calls (exchange.md §1.2)
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
@@ -431,13 +432,18 @@ def person_record(mailbox: dict, source: str) -> dict:
     primary, addresses = addresses_of(mailbox)
     anchor = object_id(mailbox)
     disabled = mailbox.get("AccountDisabled")
-    return {
-        "type": "person", "source": source, "anchor": anchor, "upn": mailbox.get("UserPrincipalName"),
+    record = {
+        "type": "person", "source": source, "anchor": anchor, "upn": mailbox.get("UserPrincipalName") or None,
         "mail": primary, "addresses": addresses, "display_name": mailbox.get("DisplayName") or None,
         "enabled": None if disabled is None else not disabled,
         "mailbox": MAILBOX_KINDS.get(mailbox.get("RecipientTypeDetails"), "none"),
-        "sso_key": mailbox.get("ExternalDirectoryObjectId") or None,
+        # the Entra object id in the cloud; on-premise the Guid, which is AD's objectGUID there
+        "sso_key": mailbox.get("ExternalDirectoryObjectId") or anchor,
     }
+    for field_name, key in (("dn", "DistinguishedName"), ("sam_account_name", "SamAccountName")):
+        if mailbox.get(key):
+            record[field_name] = mailbox[key]
+    return record
 
 
 def group_record(group: dict, members: list[dict], source: str) -> dict:
@@ -462,12 +468,17 @@ class Names:
         _, addresses = addresses_of(item)
         for name in (*addresses, item.get("UserPrincipalName"), item.get("Alias"), item.get("Name"),
                      item.get("DisplayName"), item.get("Identity"), item.get("Guid"),
-                     item.get("ExternalDirectoryObjectId")):
+                     item.get("ExternalDirectoryObjectId"), item.get("SamAccountName"), item.get("DistinguishedName")):
             if name:
                 self.by_name.setdefault(str(name).strip().lower(), item)
 
     def find(self, name: str) -> dict | None:
-        return self.by_name.get(name.strip().lower())
+        """By any name; ``DOMAIN\\sam`` (how on-premise permissions name people) by its sam."""
+        key = name.strip().lower()
+        found = self.by_name.get(key)
+        if found is None and "\\" in key:
+            found = self.by_name.get(key.rpartition("\\")[2])
+        return found
 
 
 def is_principal_without_mailbox(user: str) -> bool:
@@ -498,6 +509,8 @@ class Reader:
         yield from (person_record(m, self.scope.source) for m in mailboxes)
         yield from (group_record(g, members.get(object_id(g), []), self.scope.source) for g in groups)
         yield from self.permissions(mailboxes)
+        for cmdlet, what, message in getattr(self.api, "errors", ()):  # written for one object, run went on
+            self._error(what or "?", cmdlet, message)
         yield from self.errors
 
     def in_scope(self, mailboxes: list[dict]) -> list[dict]:
@@ -605,6 +618,9 @@ class Reader:
 
 
 def _listed(value) -> list:
+    """A multi-valued property as a list ('FullAccess, ReadPermission' is how a flags enum reads)."""
     if value is None:
         return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
     return list(value) if isinstance(value, (list, tuple)) else [value]

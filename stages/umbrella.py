@@ -6,9 +6,10 @@ import sys
 
 import click
 
-from . import __version__, cli, diff, extract_exo, extract_ldap, normalize, push, sandbox, snapshot, validate
+from . import (__version__, cli, diff, extract_exchange, extract_exo, extract_ldap, normalize, push, sandbox,
+               snapshot, validate)
 
-STAGES = [extract_ldap.command, extract_exo.command, normalize.command,
+STAGES = [extract_ldap.command, extract_exo.command, extract_exchange.command, normalize.command,
           diff.command, validate.command, snapshot.command, push.command, sandbox.command]
 
 

@@ -1,0 +1,263 @@
+"""Exchange on-premise through its remote PowerShell endpoint: the transport behind
+zivsync-extract-exchange.
+
+Exchange's ``/PowerShell/`` endpoint (configuration ``Microsoft.Exchange``) runs in no-language
+mode: no scripts, only cmdlets with parameters (reference/exchange.md §2.2). So every call here
+is ``add_cmdlet(...).add_parameter(...)`` on one runspace pool kept open for the whole run,
+independent calls in parallel pipelines of that pool. The cmdlets and what is made of their
+answers are Exchange Online's (``stages.exchangeonline.Reader``): only the transport and the
+way objects arrive (deserialised CLIXML, with its quirks, §2.4) differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+from urllib.parse import urlsplit
+from xml.etree import ElementTree
+
+from .cli import ExitStatus, ZivsyncError
+from .exchangeonline import Cmdlet, CmdletError
+from .http import ApiError
+
+log = logging.getLogger("zivsync")
+
+CONFIGURATION = "Microsoft.Exchange"
+AUTHS = ("kerberos", "negotiate", "ntlm", "basic")
+
+
+class OnPremFailure(ZivsyncError):
+    """Could not reach, trust or sign in to the Exchange server: exit 4."""
+
+    def __init__(self, message: str):
+        super().__init__(message, ExitStatus.UNREACHABLE)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where Exchange's remote PowerShell is and how to sign in to it."""
+
+    url: str  # http(s)://server[:port]/PowerShell/
+    auth: str = "kerberos"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    verify_tls: bool = True
+    allow_unencrypted: bool = False  # Basic over http: the password in clear text
+    service: str = "HTTP"  # the Kerberos service of IIS's /PowerShell
+    timeout: float = 60.0
+
+    def parts(self) -> tuple[bool, str, int, str]:
+        """(https, host, port, path); the ports are IIS's (443/80), not WinRM's 5985/5986."""
+        parts = urlsplit(self.url if "://" in self.url else f"https://{self.url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ZivsyncError(f"--url {self.url!r}: give http(s)://SERVER/PowerShell/")
+        https = parts.scheme == "https"
+        path = parts.path.strip("/") or "PowerShell"
+        return https, parts.hostname, parts.port or (443 if https else 80), path
+
+
+class RemotePowerShell:
+    """Cmdlets on one runspace pool; the same ``invoke``/``invoke_many`` as the admin API's
+    client, so that one Reader serves both. Errors Exchange writes to the error stream for one
+    object are collected in :attr:`errors` (cmdlet, object, message), not raised."""
+
+    def __init__(self, endpoint: Endpoint, *, concurrency: int = 4):
+        self.endpoint, self.concurrency = endpoint, max(1, concurrency)
+        self.pool = None
+        self.wsman = None
+        self.calls = 0
+        self.errors: list[tuple[str, str, str]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def round_trips(self) -> int:
+        return self.wsman.round_trips if self.wsman else 0
+
+    # connecting
+
+    def open(self) -> "RemotePowerShell":
+        from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
+        from pypsrp.powershell import RunspacePool
+        from requests.exceptions import ConnectionError, SSLError, Timeout
+
+        https, host, port, path = self.endpoint.parts()
+        where = f"{'https' if https else 'http'}://{host}:{port}/{path}"
+        self.wsman = self._wsman(https, host, port, path)
+        try:
+            self.pool = RunspacePool(self.wsman, configuration_name=CONFIGURATION, max_runspaces=self.concurrency)
+            self.pool.open()
+        except AuthenticationError as error:
+            raise OnPremFailure(f"{where}: the credentials were refused ({self.endpoint.auth} as "
+                                f"{self.endpoint.username or 'the Kerberos ticket'}): {_line(error)}") from None
+        except SSLError as error:
+            raise OnPremFailure(f"{where}: TLS certificate verification failed ({_line(error)}); give the CA "
+                                "that signed the server's certificate with --ca-file") from None
+        except (ConnectionError, Timeout) as error:
+            raise OnPremFailure(f"{where}: the server is not reachable: {_line(error)}") from None
+        except WSManFaultError as error:
+            raise OnPremFailure(f"{where}: not Exchange's remote PowerShell endpoint (WSManFault {error.code}: "
+                                f"{_line(error.reason)}); the URL is http(s)://SERVER/PowerShell/") from None
+        except WinRMTransportError as error:
+            hint = (" — not Exchange's remote PowerShell endpoint; the URL is http(s)://SERVER/PowerShell/"
+                    if error.code == 404 else "")
+            raise OnPremFailure(f"{where}: HTTP {error.code} from the server{hint}") from None
+        log.info("connected to %s (%s)", where, self.endpoint.auth)
+        return self
+
+    def _wsman(self, https: bool, host: str, port: int, path: str):
+        from pypsrp.wsman import WSMan
+
+        endpoint = self.endpoint
+        if endpoint.auth not in AUTHS:
+            raise ZivsyncError(f"--auth {endpoint.auth!r}: one of {', '.join(AUTHS)}")
+        encryption = "auto"
+        if endpoint.auth == "basic" and not https:
+            if not endpoint.allow_unencrypted:
+                raise ZivsyncError("Basic sign-in over http:// would send the password in clear text: use https://, "
+                                   "Kerberos or NTLM, or --allow-unencrypted")
+            log.warning("--allow-unencrypted: Basic over http://, the password and the directory travel unencrypted")
+            encryption = "never"
+        if not endpoint.verify_tls:
+            log.warning("TLS certificates are NOT verified (--no-verify-tls): anyone in between can read the "
+                        "password and the directory")
+        cert_validation: bool | str = (endpoint.ca_file or True) if endpoint.verify_tls else False
+        options = {"negotiate_service": endpoint.service} if endpoint.auth in ("kerberos", "negotiate") else {}
+        wsman = WSMan(host, port=port, path=path, ssl=https, auth=endpoint.auth, username=endpoint.username,
+                      password=endpoint.password, cert_validation=cert_validation, encryption=encryption,
+                      connection_timeout=int(endpoint.timeout), read_timeout=int(endpoint.timeout), **options)
+        _count_round_trips(wsman)
+        return wsman
+
+    def close(self) -> None:
+        if self.pool is not None:
+            try:
+                self.pool.close()
+            except Exception as error:  # noqa: BLE001 (closing must not hide the run's result)
+                log.debug("closing the runspace pool: %s", error)
+            self.pool = None
+
+    # running cmdlets
+
+    def _run(self, cmdlet: Cmdlet) -> tuple[list[dict], list[str]]:
+        """(objects, error messages) of one pipeline."""
+        from pypsrp.powershell import PowerShell
+
+        log.debug("%s", cmdlet)
+        with self._lock:
+            self.calls += 1
+        shell = PowerShell(self.pool)
+        shell.add_cmdlet(cmdlet.name)
+        for name, value in cmdlet.parameters.items():
+            shell.add_parameter(name, value)
+        try:
+            output = shell.invoke()
+        except ApiError:
+            raise
+        except Exception as error:  # noqa: BLE001 (pypsrp's own errors: a pipeline that failed as a whole)
+            raise CmdletError("invoke", str(cmdlet), None, _line(error)) from None
+        errors = [_error_text(record) for record in shell.streams.error]
+        return [as_dict(item) for item in output or ()], errors
+
+    def invoke(self, cmdlet: Cmdlet, select: Iterable[str] = ()) -> Iterator[dict]:
+        """The cmdlet's objects; errors written for single objects are kept in :attr:`errors`."""
+        objects, errors = self._run(cmdlet)
+        for message in errors:
+            log.warning("%s: %s", cmdlet, message)
+            self.errors.append((cmdlet.name, _object_of(message), message))
+        yield from objects
+
+    def invoke_many(self, cmdlets: list[Cmdlet], *, batch: bool = True, concurrency: int | None = None,
+                    select: Iterable[str] = ()) -> list[list[dict] | ApiError]:
+        """Each cmdlet's objects, or the error Exchange wrote when it gave none, in order;
+        ``concurrency`` pipelines at a time in the pool (no batching in this protocol)."""
+        def one(cmdlet: Cmdlet) -> list[dict] | ApiError:
+            objects, errors = self._run(cmdlet)
+            if errors and not objects:
+                return CmdletError("invoke", str(cmdlet), None, "; ".join(errors))
+            for message in errors:
+                self.errors.append((cmdlet.name, _object_of(message), message))
+            return objects
+
+        workers = min(self.concurrency, concurrency or self.concurrency)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, cmdlets))
+
+
+def _count_round_trips(wsman) -> None:
+    """Count the HTTP round trips pypsrp makes (a run reports them): its transport's sends."""
+    wsman.round_trips = 0
+    lock, send = threading.Lock(), wsman.transport.send
+
+    def counted(*args, **kwargs):
+        with lock:
+            wsman.round_trips += 1
+        return send(*args, **kwargs)
+
+    wsman.transport.send = counted
+
+
+# -- deserialised objects to plain values -------------------------------------------------------------
+
+
+def plain(value):
+    """A deserialised CLIXML value as JSON-able Python: GUIDs as text, enums by name, and
+    multi-valued properties as lists, also when pypsrp hands the list over as the raw
+    ``<LST>…</LST>`` text of a type it does not know (EmailAddresses, §2.4)."""
+    from pypsrp.complex_objects import GenericComplexObject
+
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (list, tuple, set)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, GenericComplexObject):
+        for item in value.property_sets:
+            if isinstance(item, str) and item.lstrip().startswith("<LST"):
+                return [element.text or "" for element in ElementTree.fromstring(item)]
+            if isinstance(item, (list, tuple)):
+                return [plain(v) for v in item]
+        if value.to_string is not None:
+            return value.to_string
+        if value.adapted_properties or value.extended_properties:
+            return as_dict(value)
+        return str(value)
+    return str(value)
+
+
+def as_dict(item) -> dict:
+    """A deserialised object's properties (adapted over extended) as plain values."""
+    adapted = getattr(item, "adapted_properties", None)
+    if adapted is None:
+        return {"Value": plain(item)}
+    properties = {**(getattr(item, "extended_properties", None) or {}), **adapted}
+    return {str(name): plain(value) for name, value in properties.items()}
+
+
+def _error_text(record) -> str:
+    """An ErrorRecord as its message (what Exchange would print), on one line."""
+    exception = getattr(record, "exception", None)
+    candidates = [getattr(record, "details_message", None), getattr(record, "to_string", None),
+                  (getattr(exception, "adapted_properties", None) or {}).get("Message"),
+                  getattr(exception, "to_string", None), getattr(record, "message", None),
+                  getattr(record, "reason", None)]
+    text = next((c for c in candidates if isinstance(c, str) and c.strip()), None)
+    return _line(text if text is not None else record)
+
+
+def _object_of(message: str) -> str:
+    """The object an Exchange error names ('... object 'x' couldn't be found ...'), else ''."""
+    start = message.find("'")
+    end = message.find("'", start + 1)
+    return message[start + 1:end] if 0 <= start < end else ""
+
+
+def _line(text) -> str:
+    return " ".join(str(text).split())[:500]
