@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 from urllib.parse import urlsplit
@@ -72,7 +71,6 @@ class RemotePowerShell:
         self.wsman = None
         self.calls = 0
         self.errors: list[tuple[str, str, str]] = []
-        self._lock = threading.Lock()
 
     @property
     def round_trips(self) -> int:
@@ -143,29 +141,34 @@ class RemotePowerShell:
 
     # running cmdlets
 
-    def _run(self, cmdlet: Cmdlet) -> tuple[list[dict], list[str]]:
-        """(objects, error messages) of one pipeline."""
+    def _start(self, cmdlet: Cmdlet):
+        """Send one pipeline; its answer is collected by :meth:`_finish`."""
         from pypsrp.powershell import PowerShell
 
         log.debug("%s", cmdlet)
-        with self._lock:
-            self.calls += 1
+        self.calls += 1
         shell = PowerShell(self.pool)
         shell.add_cmdlet(cmdlet.name)
         for name, value in cmdlet.parameters.items():
             shell.add_parameter(name, value)
         try:
-            output = shell.invoke()
-        except ApiError:
-            raise
-        except Exception as error:  # noqa: BLE001 (pypsrp's own errors: a pipeline that failed as a whole)
+            shell.begin_invoke()
+        except Exception as error:  # noqa: BLE001 (pypsrp's own errors: the pipeline failed as a whole)
+            raise CmdletError("invoke", str(cmdlet), None, _line(error)) from None
+        return shell
+
+    def _finish(self, cmdlet: Cmdlet, shell) -> tuple[list[dict], list[str]]:
+        """(objects, error messages) of a pipeline :meth:`_start` sent."""
+        try:
+            output = shell.end_invoke()
+        except Exception as error:  # noqa: BLE001
             raise CmdletError("invoke", str(cmdlet), None, _line(error)) from None
         errors = [_error_text(record) for record in shell.streams.error]
         return [as_dict(item) for item in output or ()], errors
 
     def invoke(self, cmdlet: Cmdlet, select: Iterable[str] = ()) -> Iterator[dict]:
         """The cmdlet's objects; errors written for single objects are kept in :attr:`errors`."""
-        objects, errors = self._run(cmdlet)
+        objects, errors = self._finish(cmdlet, self._start(cmdlet))
         for message in errors:
             log.warning("%s: %s", cmdlet, message)
             self.errors.append((cmdlet.name, _object_of(message), message))
@@ -173,19 +176,36 @@ class RemotePowerShell:
 
     def invoke_many(self, cmdlets: list[Cmdlet], *, batch: bool = True, concurrency: int | None = None,
                     select: Iterable[str] = ()) -> list[list[dict] | ApiError]:
-        """Each cmdlet's objects, or the error Exchange wrote when it gave none, in order;
-        ``concurrency`` pipelines at a time in the pool (no batching in this protocol)."""
-        def one(cmdlet: Cmdlet) -> list[dict] | ApiError:
-            objects, errors = self._run(cmdlet)
-            if errors and not objects:
-                return CmdletError("invoke", str(cmdlet), None, "; ".join(errors))
-            for message in errors:
-                self.errors.append((cmdlet.name, _object_of(message), message))
-            return objects
+        """Each cmdlet's objects, or the error Exchange wrote when it gave none, in order.
 
-        workers = min(self.concurrency, concurrency or self.concurrency)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, cmdlets))
+        ``concurrency`` pipelines are sent before the first answer is collected, so the server
+        runs them side by side. Sending and collecting stay in this one thread: pypsrp 0.9.1's
+        runspace pool shares one serializer between its pipelines, and pipelines created from
+        several threads at once corrupt each other's messages (seen against the test endpoint:
+        the server could not read the object references of two interleaved CreatePipeline
+        messages)."""
+        width = min(self.concurrency, concurrency or self.concurrency)
+        results: list[list[dict] | ApiError] = []
+        for start in range(0, len(cmdlets), width):
+            chunk = cmdlets[start:start + width]
+            started = []
+            for cmdlet in chunk:
+                try:
+                    started.append(self._start(cmdlet))
+                except CmdletError as error:
+                    started.append(error)
+            for cmdlet, shell in zip(chunk, started):
+                if isinstance(shell, CmdletError):
+                    results.append(shell)
+                    continue
+                objects, errors = self._finish(cmdlet, shell)
+                if errors and not objects:
+                    results.append(CmdletError("invoke", str(cmdlet), None, "; ".join(errors)))
+                    continue
+                for message in errors:
+                    self.errors.append((cmdlet.name, _object_of(message), message))
+                results.append(objects)
+        return results
 
 
 def _count_round_trips(wsman) -> None:
