@@ -46,7 +46,8 @@ Usage::
 
 More sections follow the stages: push against a zivsync-sandbox (scripts/bench_push.py),
 extract-exo against the fake Exchange Online with 20 ms a request, with and without $batch
-(scripts/bench_exo.py), and extract-ldap against a Samba AD DC seeded with 10,000 users, next
+(scripts/bench_exo.py), extract-exchange against the fake remote PowerShell with 10 ms a
+request (scripts/bench_exchange.py), and extract-ldap against a Samba AD DC seeded with 10,000 users, next
 to OpenLDAP's ldapsearch asking the same (scripts/bench_ldap.py; seeding takes a few minutes).
 
 Exit status: 0 when every stage ran, whether or not it met the target (this is a report);
@@ -722,6 +723,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--exo-only", action="store_true",
                         help="run only the Exchange Online section (extract-exo against the fake, 20 ms a request)")
     parser.add_argument("--no-exo", action="store_true", help="leave out the Exchange Online section")
+    parser.add_argument("--exchange-only", action="store_true",
+                        help="run only the Exchange on-premise section (extract-exchange against the fake, 10 ms)")
+    parser.add_argument("--no-exchange", action="store_true", help="leave out the Exchange on-premise section")
     parser.add_argument("--ldap-users", type=int, default=10_000, metavar="N",
                         help="users seeded into the Samba DC for the LDAP section (default 10,000)")
     parser.add_argument("--check-sample", metavar="N", type=int, default=1000,
@@ -851,6 +855,7 @@ def run_bench(args: argparse.Namespace, work: Path) -> tuple[dict, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_exchange import print_exchange, run_exchange_bench
     from bench_exo import print_exo, run_exo_bench
     from bench_ldap import print_ldap, run_ldap_bench
     from bench_push import print_push, run_push_bench
@@ -862,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         work = Path(tempfile.mkdtemp(prefix="zivsync-bench-"))
     try:
-        only = args.push_only or args.ldap_only or args.exo_only
+        only = args.push_only or args.ldap_only or args.exo_only or args.exchange_only
         figures, ok = ({}, True) if only else run_bench(args, work)
         if not args.no_push and (not only or args.push_only):
             figures["push"], push_ok = run_push_bench(work / "push")
@@ -871,6 +876,10 @@ def main(argv: list[str] | None = None) -> int:
             figures["exo"], exo_ok = run_exo_bench(work / "exo")
             print_exo(figures["exo"], exo_ok)
             ok = ok and exo_ok
+        if not args.no_exchange and (not only or args.exchange_only):
+            figures["exchange"], exchange_ok = run_exchange_bench(work / "exchange")
+            print_exchange(figures["exchange"], exchange_ok)
+            ok = ok and exchange_ok
         if not args.no_ldap and (not only or args.ldap_only):
             figures["ldap"], ldap_ran = run_ldap_bench(work / "ldap", args.ldap_users)
             print_ldap(figures["ldap"], ldap_ran)
