@@ -74,6 +74,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from psrpcore._payload import PSRPMessage, create_message
 from psrpcore.types import (
     ErrorCategory,
     ErrorCategoryInfo,
@@ -89,7 +90,6 @@ from psrpcore.types import (
     PSRPMessageType,
     PSType,
 )
-from psrpcore._payload import PSRPMessage, create_message
 from psrpcore.types._enum import PSEnumMeta
 from psrpcore.types._serializer import serialize as ps_serialize
 
@@ -495,7 +495,7 @@ class Organization:
         sams: collections.Counter = collections.Counter()
         names: collections.Counter = collections.Counter()
         users = []
-        base_day = datetime.datetime(2015, 1, 5, 9, 0, tzinfo=datetime.timezone.utc)
+        base_day = datetime.datetime(2015, 1, 5, 9, 0, tzinfo=datetime.UTC)
         for i in range(mailboxes):
             first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
             flat = last.replace(" ", "").lower()
@@ -676,7 +676,7 @@ LAST_NAMES = ["Jansen", "de Vries", "van Dijk", "Bakker", "Visser", "Smit", "Mei
 def make_certificates(folder: Path) -> dict[str, Path]:
     """Test CA (EC P-256) and a server certificate it signed (SAN DNS:localhost, IP:127.0.0.1)."""
     folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)
 
     def name(cn: str) -> x509.Name:
@@ -808,8 +808,8 @@ class _Shapes:
             ("ObjectCategory", f"{self.org.ad_domain}/Configuration/Schema/{category}"),
             ("ObjectClass", self.mvp(classes)),
             ("WhenChanged", changed), ("WhenCreated", created),
-            ("WhenChangedUTC", changed.astimezone(datetime.timezone.utc)),
-            ("WhenCreatedUTC", created.astimezone(datetime.timezone.utc)),
+            ("WhenChangedUTC", changed.astimezone(datetime.UTC)),
+            ("WhenCreatedUTC", created.astimezone(datetime.UTC)),
             ("OrganizationId", ""), ("Id", o["Identity"]),
             ("OriginatingServer", self.org.domain_controller), ("ObjectState", "Unchanged"),
         ]
@@ -1419,7 +1419,7 @@ class FakeExchange:
         except _WSManFault as fault:
             return fault.status, _fault_body(message_id, fault, self.organization.server.lower()), {}, \
                 "application/soap+xml;charset=UTF-8"
-        except Exception as e:  # a bug in the fake: make it loud
+        except Exception as e:  # noqa: BLE001  (a bug in the fake: make it loud)
             traceback.print_exc()
             fault = _WSManFault(2147500037, "InternalError", f"FakeExchange internal error: {type(e).__name__}: {e}")
             return 500, _fault_body(message_id, fault, self.organization.server.lower()), {}, \
@@ -1623,7 +1623,7 @@ class FakeExchange:
                     shell.cond.notify_all()
         except _Failed as failed:
             final_error = failed.record
-        except Exception as e:  # a bug in the fake: fail the pipeline loudly
+        except Exception as e:  # noqa: BLE001  (a bug in the fake: fail the pipeline loudly)
             traceback.print_exc()
             final_error = _record(f"FakeExchange internal error: {type(e).__name__}: {e}",
                                   ["System.InvalidOperationException"], ErrorCategory.NotSpecified,

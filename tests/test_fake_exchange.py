@@ -18,15 +18,19 @@ import pytest
 pypsrp = pytest.importorskip("pypsrp")
 pytest.importorskip("psrpcore")
 
-from pypsrp.complex_objects import GenericComplexObject, PSInvocationState  # noqa: E402
-from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError  # noqa: E402
-from pypsrp.powershell import PowerShell, RunspacePool  # noqa: E402
-from pypsrp.wsman import WSMan  # noqa: E402
-
-from fake_exchange import (  # noqa: E402
-    DEFAULT_LIMIT_WARNING, GROUP_TYPES, MAILBOX_TYPES, MORE_RESULTS_WARNING, SCRIPTS_NOT_ALLOWED,
-    FakeExchange, Organization,
+from fake_exchange import (
+    DEFAULT_LIMIT_WARNING,
+    GROUP_TYPES,
+    MAILBOX_TYPES,
+    MORE_RESULTS_WARNING,
+    SCRIPTS_NOT_ALLOWED,
+    FakeExchange,
+    Organization,
 )
+from pypsrp.complex_objects import GenericComplexObject, PSInvocationState
+from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
+from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.wsman import WSMan
 
 MAILBOX_TYPE = "Microsoft.Exchange.Data.Directory.Management.Mailbox"
 PROXY_COLLECTION = "Microsoft.Exchange.Data.ProxyAddressCollection"
@@ -46,8 +50,8 @@ def fake(org, tmp_path_factory):
 
 
 def connect(fake: FakeExchange, **overrides) -> WSMan:
-    kwargs = dict(port=fake.port, path="PowerShell", ssl=True, cert_validation=str(fake.ca_file),
-                  auth="basic", username=fake.username, password=fake.password, encryption="auto")
+    kwargs = {"port": fake.port, "path": "PowerShell", "ssl": True, "cert_validation": str(fake.ca_file),
+              "auth": "basic", "username": fake.username, "password": fake.password, "encryption": "auto"}
     kwargs.update(overrides)
     return WSMan("localhost", **kwargs)
 
@@ -197,14 +201,14 @@ def test_no_language_mode_and_bad_commands_fail_the_pipeline(pool):
     assert error.fq_error == "ScriptsNotAllowed" and error.reason == "ParseException"
 
     out, ps = run(pool, ("Get-Foo", {}))
-    assert ps.had_errors and ps.streams.error[0].reason == "CommandNotFoundException"
+    assert out == [] and ps.had_errors and ps.streams.error[0].reason == "CommandNotFoundException"
     assert str(ps.streams.error[0]).startswith("The term 'Get-Foo' is not recognized as the name of a cmdlet")
     out, ps = run(pool, ("Get-Mailbox", {"Bogus": 1}))
-    assert ps.had_errors and str(ps.streams.error[0]) == \
+    assert out == [] and ps.had_errors and str(ps.streams.error[0]) == \
         "A parameter cannot be found that matches parameter name 'Bogus'."
     out, ps = run(pool, ("Get-MailboxPermission", {}))
-    assert ps.had_errors and "missing mandatory parameters: Identity" in str(ps.streams.error[0])
-    out, ps = run(pool, ("Get-Mailbox", {"RecipientTypeDetails": "Nonsense"}))
+    assert out == [] and ps.had_errors and "missing mandatory parameters: Identity" in str(ps.streams.error[0])
+    _, ps = run(pool, ("Get-Mailbox", {"RecipientTypeDetails": "Nonsense"}))
     assert ps.had_errors and ps.streams.error[0].reason == "ParameterBindingException"
 
 
@@ -444,7 +448,7 @@ def test_one_pool_per_thread(org, fake):
                 for _ in range(3):
                     out, _ = run(pool, ("Get-MailboxPermission", {"Identity": org.scenarios[name]}))
                     results.setdefault(name, set()).add(len(out))
-        except Exception as e:  # pragma: no cover - reported below
+        except Exception as e:  # noqa: BLE001  (collected and asserted below)
             errors.append(repr(e))
 
     threads = [threading.Thread(target=work, args=(n,)) for n in ("direct_users", "nested_group", "overlap")]
