@@ -195,3 +195,11 @@ def test_ldap_and_exchange_on_premise_merge_by_anchor(tmp_path):
     assert sorted(merged["sources"]) == ["exchange", "ldap"] and merged["anchors"] == [some["Guid"].lower()]
     expected = organization.expected_delegates()
     assert {e: accounts[e]["delegates"] for e in expected} == expected
+
+
+def test_tls_verified_against_the_system_store_by_default(served):
+    fake, _ = served
+    done = run("zivsync-extract-exchange", "--url", fake.url, "--auth", "basic", "--username", fake.username,
+               env={"ZIVSYNC_EXCHANGE_PASSWORD": fake.password})
+    assert done.returncode == ExitStatus.UNREACHABLE  # the test CA is nobody's system CA
+    assert "TLS certificate verification failed" in done.stderr and "--ca-file" in done.stderr
