@@ -46,7 +46,6 @@ import base64
 import collections
 import dataclasses
 import datetime
-import ipaddress
 import json
 import random
 import re
@@ -64,16 +63,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import testcerts
 from typing import Any, Self
 from urllib.parse import urlsplit
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
 import psrpcore
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from psrpcore._payload import PSRPMessage, create_message
 from psrpcore.types import (
     ErrorCategory,
@@ -674,45 +671,8 @@ LAST_NAMES = ["Jansen", "de Vries", "van Dijk", "Bakker", "Visser", "Smit", "Mei
 # --------------------------------------------------------------------------------------------
 
 def make_certificates(folder: Path) -> dict[str, Path]:
-    """Test CA (EC P-256) and a server certificate it signed (SAN DNS:localhost, IP:127.0.0.1)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (x509.CertificateBuilder().subject_name(name("zivsync fake Exchange test CA"))
-               .issuer_name(name("zivsync fake Exchange test CA")).public_key(ca_key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                            key_encipherment=False, data_encipherment=False,
-                                            key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                            encipher_only=False, decipher_only=False), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-               .sign(ca_key, hashes.SHA256()))
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca_cert.subject)
-                   .public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(start).not_valid_after(end)
-                   .add_extension(x509.SubjectAlternativeName([
-                       x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                                  critical=False)
-                   .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    files = {"ca_file": folder / "exchange-ca.pem", "server_cert": folder / "exchange-server.pem",
-             "server_key": folder / "exchange-server.key"}
-    files["ca_file"].write_bytes(ca_cert.public_bytes(pem))
-    files["server_cert"].write_bytes(server_cert.public_bytes(pem))
-    files["server_key"].write_bytes(server_key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return files
+    """Test CA and a server certificate it signed (SAN DNS:localhost, IP:127.0.0.1)."""
+    return testcerts.ca_and_server(folder, "zivsync fake Exchange test CA", prefix="exchange-")
 
 
 # --------------------------------------------------------------------------------------------

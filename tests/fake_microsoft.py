@@ -38,7 +38,6 @@ import dataclasses
 import datetime
 import fnmatch
 import hashlib
-import ipaddress
 import itertools
 import json
 import random
@@ -56,15 +55,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import testcerts
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import jwt  # PyJWT, comes with msal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_CLIENT_ID = "6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 OUTLOOK_RESOURCES = ("https://outlook.office365.com", "https://outlook.office.com",
@@ -546,51 +546,18 @@ LAST_NAMES = ["Jansen", "de Vries", "van Dijk", "Bakker", "Visser", "Smit", "Mei
 def make_certificates(folder: Path, passphrase: str) -> dict[str, Any]:
     """Test CA (EC P-256), server certificate (SAN localhost + 127.0.0.1, serverAuth) signed by
     it, and a self-signed RSA-2048 app certificate as PEM key + PEM cert + PKCS#12."""
-    folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (x509.CertificateBuilder().subject_name(name("zivsync fake Microsoft test CA"))
-               .issuer_name(name("zivsync fake Microsoft test CA")).public_key(ca_key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                            key_encipherment=False, data_encipherment=False,
-                                            key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                            encipher_only=False, decipher_only=False), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-               .sign(ca_key, hashes.SHA256()))
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca_cert.subject)
-                   .public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(start).not_valid_after(end)
-                   .add_extension(x509.SubjectAlternativeName([
-                       x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                                  critical=False)
-                   .sign(ca_key, hashes.SHA256()))
+    files = testcerts.ca_and_server(folder, "zivsync fake Microsoft test CA")
+    start, end = testcerts.validity()
     app_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    app_cert = (x509.CertificateBuilder().subject_name(name("zivsync-extract-exo"))
-                .issuer_name(name("zivsync-extract-exo")).public_key(app_key.public_key())
+    app_cert = (x509.CertificateBuilder().subject_name(testcerts.name("zivsync-extract-exo"))
+                .issuer_name(testcerts.name("zivsync-extract-exo")).public_key(app_key.public_key())
                 .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
                 .sign(app_key, hashes.SHA256()))
 
     pem = serialization.Encoding.PEM
     plain = serialization.NoEncryption()
     pkcs8 = serialization.PrivateFormat.PKCS8
-    files = {"ca_file": folder / "ca.pem", "server_cert": folder / "server.pem",
-             "server_key": folder / "server.key", "app_key_pem": folder / "app.key",
-             "app_cert_pem": folder / "app.pem", "app_pfx": folder / "app.pfx"}
-    files["ca_file"].write_bytes(ca_cert.public_bytes(pem))
-    files["server_cert"].write_bytes(server_cert.public_bytes(pem))
-    files["server_key"].write_bytes(server_key.private_bytes(pem, pkcs8, plain))
+    files.update(app_key_pem=folder / "app.key", app_cert_pem=folder / "app.pem", app_pfx=folder / "app.pfx")
     files["app_key_pem"].write_bytes(app_key.private_bytes(pem, pkcs8, plain))
     files["app_cert_pem"].write_bytes(app_cert.public_bytes(pem))
     files["app_pfx"].write_bytes(pkcs12.serialize_key_and_certificates(

@@ -11,8 +11,6 @@ Samba's packages come from ``scripts/install-test-deps.sh`` (run by ``make test`
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import shutil
 import signal
@@ -56,50 +54,13 @@ def _listening(address: str, port: int) -> bool:
 
 
 def make_certificates(folder: Path, address: str) -> dict[str, Path]:
-    """A test CA, a server certificate for ``address`` and ``localhost`` signed by it, and a
-    second, unrelated CA (to prove verification fails against the wrong one)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def name(text):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-    def authority(label):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder().subject_name(name(label)).issuer_name(name(label))
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-                .sign(key, hashes.SHA256()))
-        return key, cert
-
-    ca_key, ca_cert = authority("zivsync test CA")
-    _, other_cert = authority("some other CA")
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (x509.CertificateBuilder().subject_name(name("dc1.corp.example.test")).issuer_name(ca_cert.subject)
-                   .public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-                   .add_extension(x509.SubjectAlternativeName([
-                       x509.IPAddress(ipaddress.ip_address(address)), x509.DNSName("localhost"),
-                       x509.DNSName("dc1.corp.example.test")]), critical=False)
-                   .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                   .sign(ca_key, hashes.SHA256()))
-    paths = {"ca": folder / "ca.pem", "other_ca": folder / "other-ca.pem",
-             "cert": folder / "server.pem", "key": folder / "server.key"}
-    pem = serialization.Encoding.PEM
-    paths["ca"].write_bytes(ca_cert.public_bytes(pem))
-    paths["other_ca"].write_bytes(other_cert.public_bytes(pem))
-    paths["cert"].write_bytes(server_cert.public_bytes(pem))
-    paths["key"].write_bytes(server_key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
-                                                      serialization.NoEncryption()))
-    paths["key"].chmod(0o600)  # Samba refuses a key others can read
-    return paths
+    """A test CA, a server certificate for ``address``, localhost and the DC's name signed by
+    it, and a second, unrelated CA (to prove verification fails against the wrong one)."""
+    import testcerts
+    files = testcerts.ca_and_server(folder, "zivsync test CA", names=("dc1.corp.example.test", "localhost"),
+                                    addresses=(address,))
+    return {"ca": files["ca_file"], "cert": files["server_cert"], "key": files["server_key"],
+            "other_ca": testcerts.other_ca(folder / "other-ca.pem")}
 
 
 class SambaDC:
