@@ -33,6 +33,7 @@ log = logging.getLogger("zivsync")
 
 MAILBOX_KINDS = {"UserMailbox": "user", "SharedMailbox": "shared", "RoomMailbox": "room",
                  "EquipmentMailbox": "equipment"}
+KIND_NAMES = {kind: name for name, kind in MAILBOX_KINDS.items()}  # user -> UserMailbox
 MAILBOX_PROPERTIES = ("Guid", "ExternalDirectoryObjectId", "PrimarySmtpAddress", "EmailAddresses", "DisplayName",
                       "UserPrincipalName", "Alias", "Name", "Identity", "RecipientTypeDetails", "AccountDisabled",
                       "SamAccountName", "DistinguishedName")
@@ -405,6 +406,22 @@ class Scope:
     address_filters: tuple[str, ...] = ()  # only mailboxes with an address matching one ('*@sales.contoso.com')
     member_of: tuple[str, ...] = ()  # only mailboxes that are (nested) members of one of these groups
     source: str = "exo"
+
+    @classmethod
+    def of(cls, kinds: Iterable[str], user_mailbox_permissions: bool, claimed_domains: Iterable[str],
+           address_filters: Iterable[str], member_of: Iterable[str], source: str) -> "Scope":
+        """From the command line's words (kinds as user, shared, room, equipment)."""
+        return cls(mailbox_kinds=tuple(KIND_NAMES[k] for k in kinds), user_mailbox_permissions=user_mailbox_permissions,
+                   claimed_domains=tuple(d.lower() for d in claimed_domains), address_filters=tuple(address_filters),
+                   member_of=tuple(member_of), source=source)
+
+    def describe(self) -> dict:
+        """For the stream's header: what was read."""
+        described = {"name": self.source, "mailbox_kinds": list(self.mailbox_kinds)}
+        for key in ("claimed_domains", "address_filters", "member_of"):
+            if getattr(self, key):
+                described[key] = list(getattr(self, key))
+        return described
 
 
 def addresses_of(item: dict) -> tuple[str | None, list[str]]:

@@ -9,9 +9,8 @@ import click
 
 from . import cli
 from .cli import ExitStatus, ZivsyncError
-from .exchangeonline import Reader, Scope
+from .exchangeonline import KIND_NAMES, Reader, Scope
 from .exchangeonprem import AUTHS, Endpoint, RemotePowerShell
-from .extract_exo import KINDS
 from .extracting import write_directory
 from .http import ApiError
 
@@ -40,6 +39,9 @@ Examples:
   ZIVSYNC_EXCHANGE_PASSWORD=... zivsync-extract-exchange --url https://ex01.corp.example/PowerShell/ \\
       --auth ntlm --username 'CORP\\svc-zivsync' --ca-file corp-ca.pem -o exchange.jsonl
 """
+
+
+KINDS = sorted(KIND_NAMES)  # user, shared, room, equipment
 
 
 def exchange_option(*decls, **kwargs):
@@ -71,8 +73,8 @@ def exchange_option(*decls, **kwargs):
                  help="Seconds to wait for the server.")
 @exchange_option("--concurrency", type=click.IntRange(min=1, max=16), default=4, show_default=True,
                  help="Pipelines running at once in the runspace pool.")
-@exchange_option("--mailbox-kind", "mailbox_kinds", multiple=True, type=click.Choice(sorted(KINDS)),
-                 default=tuple(sorted(KINDS)), show_default=True, help="Which mailboxes to read (repeatable).")
+@exchange_option("--mailbox-kind", "mailbox_kinds", multiple=True, type=click.Choice(KINDS),
+                 default=tuple(KINDS), show_default=True, help="Which mailboxes to read (repeatable).")
 @exchange_option("--user-mailbox-permissions", is_flag=True,
                  help="Read Full Access on user mailboxes too (one cmdlet per mailbox), not only on shared ones.")
 @exchange_option("--claimed-domain", "claimed_domains", multiple=True, metavar="DOMAIN",
@@ -97,15 +99,8 @@ def command(output, url, auth, username, password_file, ca_file, no_verify_tls, 
                         verify_tls=not no_verify_tls, allow_unencrypted=allow_unencrypted, service=kerberos_service,
                         timeout=timeout)
     shell = RemotePowerShell(endpoint, concurrency=concurrency).open()
-    scope = Scope(mailbox_kinds=tuple(KINDS[k] for k in mailbox_kinds),
-                  user_mailbox_permissions=user_mailbox_permissions,
-                  claimed_domains=tuple(d.lower() for d in claimed_domains), address_filters=address_filters,
-                  member_of=member_of, source=source)
-    header = {"source": {"url": url, "auth": auth, "username": username, "name": source,
-                         "mailbox_kinds": list(scope.mailbox_kinds),
-                         **{k: list(v) for k, v in (("claimed_domains", claimed_domains),
-                                                   ("address_filters", address_filters),
-                                                   ("member_of", member_of)) if v}}}
+    scope = Scope.of(mailbox_kinds, user_mailbox_permissions, claimed_domains, address_filters, member_of, source)
+    header = {"source": {"url": url, "auth": auth, "username": username, **scope.describe()}}
     try:
         reader = Reader(shell, scope, batch=False, concurrency=concurrency)
         status, counts = write_directory(reader.records(), producer="zivsync-extract-exchange", header=header,

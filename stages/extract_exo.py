@@ -8,7 +8,7 @@ import click
 
 from . import cli
 from .cli import ExitStatus, ZivsyncError
-from .exchangeonline import CLOUDS, Cloud, ExchangeApi, Login, Reader, Scope, Tokens
+from .exchangeonline import CLOUDS, KIND_NAMES, Cloud, ExchangeApi, Login, Reader, Scope, Tokens
 from .http import ApiError
 from .extracting import write_directory
 
@@ -45,7 +45,7 @@ def exo_option(*decls, **kwargs):
     return cli.option(*decls, **kwargs)
 
 
-KINDS = {"user": "UserMailbox", "shared": "SharedMailbox", "room": "RoomMailbox", "equipment": "EquipmentMailbox"}
+KINDS = sorted(KIND_NAMES)  # user, shared, room, equipment
 
 
 @cli.stage("zivsync-extract-exo", HELP, batch=False)
@@ -80,8 +80,8 @@ KINDS = {"user": "UserMailbox", "shared": "SharedMailbox", "room": "RoomMailbox"
             help="Send per-mailbox and per-group cmdlets ten to a $batch request.")
 @exo_option("--concurrency", type=click.IntRange(min=1, max=16), default=4, show_default=True,
             help="Requests in flight at once, at most.")
-@exo_option("--mailbox-kind", "mailbox_kinds", multiple=True, type=click.Choice(sorted(KINDS)),
-            default=tuple(sorted(KINDS)), show_default=True, help="Which mailboxes to read (repeatable).")
+@exo_option("--mailbox-kind", "mailbox_kinds", multiple=True, type=click.Choice(KINDS),
+            default=tuple(KINDS), show_default=True, help="Which mailboxes to read (repeatable).")
 @exo_option("--user-mailbox-permissions", is_flag=True,
             help="Read Full Access on user mailboxes too (one cmdlet per mailbox), not only on shared ones.")
 @exo_option("--claimed-domain", "claimed_domains", multiple=True, metavar="DOMAIN",
@@ -105,15 +105,9 @@ def command(output, tenant, client_id, client_secret_file, certificate_key, cert
     tokens = Tokens(login, endpoints, verify=verify, timeout=timeout,
                     prompt=lambda text: click.echo(text, err=True))
     api = ExchangeApi(endpoints, tenant, tokens, page_size=page_size, verify=verify, timeout=timeout)
-    scope = Scope(mailbox_kinds=tuple(KINDS[k] for k in mailbox_kinds),
-                  user_mailbox_permissions=user_mailbox_permissions,
-                  claimed_domains=tuple(d.lower() for d in claimed_domains), address_filters=address_filters,
-                  member_of=member_of, source=source)
-    header = {"source": {"tenant": tenant, "client_id": client_id, "sign_in": login.method(),
-                         "exchange": api.base, "name": source, "mailbox_kinds": list(scope.mailbox_kinds),
-                         **{k: list(v) for k, v in (("claimed_domains", claimed_domains),
-                                                   ("address_filters", address_filters),
-                                                   ("member_of", member_of)) if v}}}
+    scope = Scope.of(mailbox_kinds, user_mailbox_permissions, claimed_domains, address_filters, member_of, source)
+    header = {"source": {"tenant": tenant, "client_id": client_id, "sign_in": login.method(), "exchange": api.base,
+                         **scope.describe()}}
     try:
         return _write(Reader(api, scope, batch=batch, concurrency=concurrency), api, tokens, header, output)
     finally:
