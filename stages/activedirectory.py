@@ -451,15 +451,24 @@ class LiveDirectory:
 
     def _check_bases(self) -> None:
         """Every base the read starts from exists: a typo must fail, not read nothing."""
+        for base in [self.scope.base_dn, *self.scope.include_ous]:
+            if not self._exists(base, "(objectClass=*)"):
+                raise LdapFailure(f"{self.url}: base DN not found: {base}")
+        for group in [*self.scope.include_groups, *self.scope.exclude_groups]:
+            if not self._exists(group, "(objectClass=group)"):
+                raise ZivsyncError(f"no such group: {group} (a typo, or was it renamed or moved?)")
+
+    def _exists(self, dn: str, search_filter: str) -> bool:
         import ldap3
         from ldap3.core import exceptions as ldap_errors
-        for base in [self.scope.base_dn, *self.scope.include_ous]:
-            try:
-                self.connection.search(base, "(objectClass=*)", ldap3.BASE, attributes=["objectClass"])
-            except ldap_errors.LDAPNoSuchObjectResult:
-                raise LdapFailure(f"{self.url}: base DN not found: {base}") from None
-            except ldap_errors.LDAPException as error:
-                raise LdapFailure(f"{self.url}: cannot read {base}: {_reason(error)}") from None
+        try:
+            self.connection.search(dn, search_filter, ldap3.BASE, attributes=["objectClass"])
+        except ldap_errors.LDAPNoSuchObjectResult:
+            return False
+        except ldap_errors.LDAPException as error:
+            raise LdapFailure(f"{self.url}: cannot read {dn}: {_reason(error)}") from None
+        found = any(item.get("type") == "searchResEntry" for item in self.connection.response or ())
+        return found and (self.connection.result or {}).get("result", 0) == 0
 
     def close(self) -> None:
         if self.connection is not None:
@@ -508,6 +517,12 @@ class LiveDirectory:
             raise LdapFailure(f"{self.url}: base DN not found: {base}") from None
         except ldap_errors.LDAPException as error:
             raise LdapFailure(f"{self.url}: search under {base} failed: {_reason(error)}") from None
+        result = self.connection.result or {}
+        if result.get("result", 0) != 0:
+            # ldap3 does not raise for these (sizeLimitExceeded, timeLimitExceeded, referral...), and a
+            # page cut short has no cookie: it would look like the end of the directory
+            raise LdapFailure(f"{self.url}: search under {base} ended with {result.get('description')} "
+                              f"({result.get('result')}): {result.get('message') or 'no message'}")
         entries = [(item["dn"], {k.lower(): list(v) for k, v in item["raw_attributes"].items()})
                    for item in self.connection.response or () if item.get("type") == "searchResEntry"]
         self.connection.response = None  # ldap3's copy (decoded twice over) is not needed any more
@@ -526,7 +541,7 @@ class LiveDirectory:
                 log.debug("%s", self.ldapsearch_command(dn, "(objectClass=*)", [wanted], paged=False, base_scope=True))
                 found = self._call(dn, "(objectClass=*)", ldap3.BASE, [wanted])
                 more = next((k for k in (found[0][1] if found else {}) if k.startswith(name + ";range=")), None)
-                if more is None:
+                if more is None or more.partition(";range=")[2].partition("-")[0] != str(int(last) + 1):
                     raise LdapFailure(f"{self.url}: {dn}: the server stopped giving {name} after {len(values)} values")
                 values += found[0][1][more]
                 last = more.partition(";range=")[2].partition("-")[2]
@@ -623,7 +638,10 @@ class LdifDirectory:
         from .ldif import LdifError, read_entries
         try:
             for dn, attributes in read_entries(self.path):
-                yield dn, _merge_ranges(attributes)
+                try:
+                    yield dn, _merge_ranges(dn, attributes)
+                except ValueError as error:
+                    raise ZivsyncError(f"{self.path}: {error}") from None
         except LdifError as error:
             raise ZivsyncError(str(error)) from None
         except OSError as error:
@@ -633,14 +651,17 @@ class LdifDirectory:
         """Each group's direct members (lower-cased DNs), read in a first pass for nested
         membership (what LDAP_MATCHING_RULE_IN_CHAIN asks a live DC)."""
         if self._nested is None:
-            self._nested = {dn.lower(): {m.decode("utf-8").lower() for m in attributes.get("member", ())}
+            self._nested = {_canonical(dn): {_canonical(m.decode("utf-8")) for m in attributes.get("member", ())}
                             for dn, attributes in self._entries() if _is_group(attributes)}
+            for group in (*self.scope.include_groups, *self.scope.exclude_groups):
+                if _canonical(group) not in self._nested:
+                    raise ZivsyncError(f"no such group in {self.path}: {group} (a typo, or was it renamed or moved?)")
         return self._nested
 
     def in_chain(self, dn: str, group: str) -> bool:
         """Whether ``dn`` is a member of ``group``, directly or through nested groups."""
-        graph, target = self._members_graph(), dn.lower()
-        seen, pending = {group.lower()}, [group.lower()]
+        graph, target = self._members_graph(), _canonical(dn)
+        seen, pending = {_canonical(group)}, [_canonical(group)]
         while pending:
             for member in graph.get(pending.pop(), ()):
                 if member == target:
@@ -693,8 +714,22 @@ def _is_group(attributes: Attributes) -> bool:
     return "group" in _classes(attributes)
 
 
-def _merge_ranges(attributes: Attributes) -> Attributes:
-    """An export may hold ``member;range=0-1499`` and more ranges: one attribute again."""
-    for key in [k for k in attributes if ";range=" in k]:
-        attributes.setdefault(key.partition(";")[0], []).extend(attributes.pop(key))
+def _merge_ranges(dn: str, attributes: Attributes) -> Attributes:
+    """An export may hold ``member;range=0-1499`` and more ranges: one attribute again, but
+    only when the ranges run from 0 to the end (``-*``). OpenLDAP's ldapsearch does not follow
+    ranges: its export of a group over Active Directory's 1,500 values stops at the first."""
+    ranged = sorted((k for k in attributes if ";range=" in k), key=lambda k: int(k.partition("=")[2].partition("-")[0]))
+    expected: dict[str, int] = {}
+    for key in ranged:
+        name, _, span = key.partition(";range=")
+        start, _, end = span.partition("-")
+        if int(start) != expected.get(name, 0):
+            raise ValueError(f"{dn}: {name} is exported in part ({key}): values are missing")
+        values = attributes.pop(key)
+        attributes.setdefault(name, []).extend(values)
+        expected[name] = -1 if end == "*" else int(end) + 1
+    unfinished = [name for name, next_start in expected.items() if next_start != -1]
+    if unfinished:
+        raise ValueError(f"{dn}: {', '.join(unfinished)} is exported in part (no range ending in -*): values are "
+                         "missing; export with ldifde, which follows ranges")
     return attributes

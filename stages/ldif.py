@@ -84,7 +84,18 @@ def read_entries(path: str | Path) -> Iterator[Entry]:
     # newline="\n": only LF ends a line (CR before it is dropped later); a stray CR is
     # not a line end in LDIF and must not shift the line numbers in error messages.
     with open(path, encoding=codec.name, errors=codec.errors, newline="\n") as handle:
-        yield from _entries(_counted(handle, name, codec), name, codec)
+        yield from _entries(_counted(_ending_whole(handle, name), name, codec), name, codec)
+
+
+def _ending_whole(lines: Iterable[str], path: str) -> Iterator[str]:
+    """The lines, and an error when the last one has no line end: ldifde and ldapsearch end
+    every line, so a file ending mid-line was cut short, and the entries after the cut are
+    missing (an extractor must not pass that off as the whole directory)."""
+    number, last = 0, "\n"
+    for number, last in enumerate(lines, 1):
+        yield last
+    if not last.endswith("\n"):
+        raise LdifError(path, number, "the file ends in the middle of a line: the export is cut short")
 
 
 def decode_entries(lines: Iterable[str], path: str = "<ldif>") -> Iterator[Entry]:

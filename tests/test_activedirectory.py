@@ -205,3 +205,44 @@ def test_kerberos_without_its_package_says_what_to_install(monkeypatch):
     directory = LiveDirectory(Server(urls=("ldap://127.0.0.1:1",), kerberos=True), Scope("DC=x"))
     with pytest.raises(ZivsyncError, match="pip install gssapi .* or winkerberos"):
         directory.connect()
+
+
+def test_a_search_the_server_cuts_short_is_a_failure_not_the_end(monkeypatch):
+    connection, _, _ = ranged_mock(10)
+    original = connection.strategy._execute_search
+
+    def time_limit(request):
+        responses, result = original(request)
+        return responses, {**result, "resultCode": 3, "diagnosticMessage": "time limit exceeded"}
+
+    connection.strategy._execute_search = time_limit
+    directory = LiveDirectory(Server(urls=("ldap://mock-dc",)), Scope("DC=x"))
+    directory.connection, directory.url = connection, "ldap://mock-dc"
+    with pytest.raises(Exception, match="timeLimitExceeded"):
+        list(directory.groups())
+
+
+def test_an_ldif_export_with_part_of_a_ranged_attribute_is_refused(tmp_path):
+    from stages.cli import ZivsyncError
+    ldif = tmp_path / "export.ldif"
+    ldif.write_text("dn: CN=Big,DC=x\nobjectClass: group\nobjectGUID:: " + _b64(uuid.uuid4().bytes_le)
+                    + "\nmember;range=0-1: CN=A,DC=x\nmember;range=0-1: CN=B,DC=x\n\n")
+    with pytest.raises(ZivsyncError, match="exported in part"):
+        list(LdifDirectory(ldif, Scope("DC=x")).groups())
+    whole = tmp_path / "whole.ldif"
+    whole.write_text("dn: CN=Big,DC=x\nobjectClass: group\nobjectGUID:: " + _b64(uuid.uuid4().bytes_le)
+                     + "\nmember;range=0-0: CN=A,DC=x\nmember;range=1-*: CN=B,DC=x\n\n")
+    [(_, attributes)] = list(LdifDirectory(whole, Scope("DC=x")).groups())
+    assert attributes["member"] == [b"CN=A,DC=x", b"CN=B,DC=x"]
+
+
+def test_an_include_group_that_does_not_exist_is_an_error(tmp_path):
+    from stages.cli import ZivsyncError
+    ldif = tmp_path / "export.ldif"
+    ldif.write_text("dn: CN=Ann,DC=x\nobjectClass: user\nobjectGUID:: " + _b64(uuid.uuid4().bytes_le) + "\n\n"
+                    "dn: CN=Team,DC=x\nobjectClass: group\nmember: CN=Ann,DC=x\nobjectGUID:: "
+                    + _b64(uuid.uuid4().bytes_le) + "\n\n")
+    with pytest.raises(ZivsyncError, match="no such group"):
+        list(LdifDirectory(ldif, Scope("DC=x", include_groups=("CN=Taem,DC=x",))).people())
+    spaced = LdifDirectory(ldif, Scope("DC=x", include_groups=("cn=team, dc=x",)))  # the same DN, written loosely
+    assert [dn for dn, _ in spaced.people()] == ["CN=Ann,DC=x"]

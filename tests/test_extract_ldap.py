@@ -150,8 +150,18 @@ def test_extra_filter_with_values_escaped(samba_dc):
                        "--exclude-ou", SHARED).records
     assert people_names(disabled) == {"Dirk Disabled"}
     # a group DN with characters that mean something in a filter is escaped, not interpreted
-    odd = extract(samba_dc, "--include-group", "CN=No (such*) group\\,really,OU=Groups," + BASE_DN).records
-    assert people_names(odd) == set()
+    odd_group = "CN=Odd (group*) one\\, really," + GROUPS
+    connection = samba_dc.connect()
+    try:
+        connection.add(odd_group, ["top", "group"], {"sAMAccountName": "odd-group",
+                                                     "member": [dn("Mo Mover", STAFF)]})
+        odd = extract(samba_dc, "--include-group", odd_group).records
+        assert people_names(odd) == {"Mo Mover"}
+    finally:
+        connection.delete(odd_group)
+        connection.unbind()
+    missing = extract(samba_dc, "--include-group", "CN=GG-Levle1," + GROUPS, expect=ExitStatus.ERROR)
+    assert "no such group: CN=GG-Levle1" in missing.stderr and missing.stdout == b""
 
 
 def test_sso_key_from_another_attribute(samba_dc):

@@ -63,7 +63,7 @@ SAMPLE_LINES = [
     "sn:: " + base64.b64encode("Müller".encode()).decode(),
     "title: trailing spaces kept  ",
 ]
-SAMPLE = "\n".join(SAMPLE_LINES)  # no blank line after the last entry
+SAMPLE = "\n".join(SAMPLE_LINES) + "\n"  # no blank line after the last entry
 
 SAMPLE_ENTRIES = [
     ("CN=John Smith,CN=Users,DC=example,DC=com", {
@@ -505,3 +505,10 @@ def test_entries_read_from_ldif_are_matched_by_filters():
     people = [dn for dn, attributes in entries(SAMPLE) if selects.matches(attributes)]
     assert people == ["CN=John Smith,CN=Users,DC=example,DC=com",
                       "CN=José Müller,CN=Users,DC=example,DC=com"]
+
+
+def test_an_export_cut_short_mid_line_is_an_error_not_fewer_entries(tmp_path):
+    path = tmp_path / "cut.ldif"
+    path.write_text("dn: cn=a,dc=x\nobjectClass: user\n\ndn: cn=b,dc=x\nobjectCl")
+    with pytest.raises(LdifError, match="line 5: the file ends in the middle of a line"):
+        list(read_entries(path))
