@@ -27,6 +27,8 @@ from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
 from .cli import ExitStatus, ZivsyncError
+from .dn import canonical as _canonical
+from .dn import under as _under
 
 log = logging.getLogger("zivsync")
 
@@ -115,17 +117,6 @@ def _unique(names: Iterable[str]) -> list[str]:
     for name in names:
         seen.setdefault(name.lower(), name)
     return list(seen.values())
-
-
-def _canonical(dn: str) -> str:
-    """A DN for comparing: lower case, no spaces around the separators ('OU=Staff, DC=corp')."""
-    return re.sub(r"\s*([,=])\s*", r"\1", dn.strip()).lower()
-
-
-def _under(dn: str, ou: str) -> bool:
-    """Whether ``dn`` is ``ou`` or below it."""
-    dn, ou = _canonical(dn), _canonical(ou)
-    return dn == ou or dn.endswith("," + ou)
 
 
 def _parenthesized(text: str) -> str:

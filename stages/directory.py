@@ -26,6 +26,7 @@ from typing import Iterable
 import msgspec
 
 from . import schema
+from .dn import under
 
 SELF_PRINCIPALS = frozenset({"nt authority\\self", "self"})
 SID_PATTERN = re.compile(r"^s-1-\d+(-\d+)+$")
@@ -338,11 +339,11 @@ def _out_of_scope(person: Person, email: str, scope: Scope, groups, directory: D
 
     A filter applies to the records whose source carries what it looks at: OU filters to
     records with a DN, group filters to sources that list groups."""
-    dn = (person.dn or "").lower()
+    dn = person.dn
     if dn:
-        if scope.include_ous and not any(dn.endswith(ou.lower()) for ou in scope.include_ous):
+        if scope.include_ous and not any(under(dn, ou) for ou in scope.include_ous):
             return "outside the included OUs"
-        if any(dn.endswith(ou.lower()) for ou in scope.exclude_ous):
+        if any(under(dn, ou) for ou in scope.exclude_ous):
             return "in an excluded OU"
     included, excluded = groups
     if included is not None and person.source in directory.sources_with_groups and person.key not in included:

@@ -214,6 +214,13 @@ def test_include_and_exclude_ou():
     assert sorted(result) == ["ann@example.com"]
 
 
+def test_ous_are_compared_as_dns_not_as_text():
+    records = [person("a", "ann@example.com", dn="CN=Ann,OU=Staff,DC=corp,DC=example"),
+               person("b", "bob@example.com", dn="CN=Bob,OU=Other,DC=corp,DC=example")]
+    assert set(accounts(records, include_ous=("ou=staff, DC=corp, dc=example",))) == {"ann@example.com"}
+    assert set(accounts(records, exclude_ous=("OU=Staff , DC=Corp,DC=Example",))) == {"bob@example.com"}
+
+
 def test_include_and_exclude_group_membership_nested():
     records = [person("a", "ann@example.com"), person("b", "bob@example.com"), person("c", "carl@example.com"),
                group("zivver-users", ["nested"]), group("nested", ["a", "b"]), group("no-zivver", ["b"])]
