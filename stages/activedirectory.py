@@ -463,7 +463,10 @@ class LiveDirectory:
 
     def close(self) -> None:
         if self.connection is not None:
-            self.connection.unbind()
+            try:
+                self.connection.unbind()
+            except Exception as error:  # noqa: BLE001 (a dead connection must not hide the run's result)
+                log.debug("unbind: %s", error)
             self.connection = None
 
     # reading

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -43,6 +45,7 @@ SECURITY_GROUP = "MailUniversalSecurityGroup"
 # What Exchange's own module sends as routing hint for app-only calls (exchange.md §1.2)
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
 BATCH_LIMIT = 10  # requests per $batch that the admin API takes
+MAX_WAIT = 300.0  # seconds: a longer Retry-After is not waited out in full
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ class Tokens:
             else:
                 self.app = msal.ConfidentialClientApplication(login.client_id, client_credential=login.credential(),
                                                               **options)
-        except (ValueError, OSError) as error:  # a bad key, PFX or passphrase; an unreachable authority
+        except (ValueError, TypeError, OSError) as error:  # a bad key, PFX or (missing) passphrase
             raise ExoFailure(f"cannot set up the sign-in to {authority}: {_first_line(error)}") from None
         except requests.RequestException as error:
             raise ExoFailure(f"cannot reach {authority}: {_first_line(error)}") from None
@@ -248,6 +251,8 @@ class ExchangeApi(HttpClient):
             "Prefer": f"odata.maxpagesize={page_size}", "Content-Type": "application/json",
             "connection-id": str(uuid.uuid4())})
         self.calls = 0  # cmdlet calls, batched or not
+        self.errors: list[tuple[str, str, str]] = []  # (cmdlet, object, message) written for one object
+        self._lock = threading.Lock()
 
     def before_send(self, method: str, url: str, kwargs: dict) -> None:
         headers = kwargs.setdefault("headers", {})
@@ -272,18 +277,25 @@ class ExchangeApi(HttpClient):
             raise AuthError("POST", url, status, permission_message(status, self.error_message(response)))
         if status >= 400:
             raise CmdletError("POST", what, status, self.error_message(response))
-        return orjson.loads(response.content)
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:  # a proxy's or gateway's page instead of the API's answer
+            raise CmdletError("POST", what, status, "the answer is not JSON: "
+                              + response.content[:200].decode("utf-8", "replace")) from None
 
     def invoke(self, cmdlet: Cmdlet, select: Iterable[str] = ()) -> Iterator[dict]:
         """Every object the cmdlet returns, page after page (the next page is the same body
         POSTed to ``@odata.nextLink``), OData annotations left out."""
         url = "/InvokeCommand" + (f"?$select={','.join(select)}" if select else "")
         log.debug("%s  (POST %s/InvokeCommand)", cmdlet, self.base)
-        self.calls += 1
+        self._count()
+        seen = set()
         while url:
+            seen.add(url)
             page = self._post(url, cmdlet.body(), str(cmdlet))
+            self._note_errors(cmdlet, page)
             yield from (_clean(item) for item in page.get("value") or ())
-            url = page.get("@odata.nextLink")
+            url = _next_link(page, seen, cmdlet)
 
     def invoke_many(self, cmdlets: list[Cmdlet], *, batch: bool = True, concurrency: int = 4,
                     select: Iterable[str] = ()) -> list[list[dict] | ApiError]:
@@ -314,7 +326,7 @@ class ExchangeApi(HttpClient):
                                   "headers": {"Content-Type": "application/json"}} for i in pending]}
             for i in pending:
                 log.debug("%s  (in a $batch)", cmdlets[i])
-            self.calls += len(pending)
+            self._count(len(pending))
             answer = self._post("/$batch", body, f"$batch of {len(pending)}")
             again, wait = [], 0.0
             for item in answer.get("responses") or ():
@@ -332,6 +344,7 @@ class ExchangeApi(HttpClient):
                 if status >= 400:
                     results[i] = CmdletError("POST", str(cmdlets[i]), status, odata_error(orjson.dumps(content), ""))
                     continue
+                self._note_errors(cmdlets[i], content)
                 objects = [_clean(o) for o in content.get("value") or ()]
                 if content.get("@odata.nextLink"):  # a long answer: the rest page by page
                     objects += self._rest(content["@odata.nextLink"], cmdlets[i])
@@ -345,12 +358,27 @@ class ExchangeApi(HttpClient):
         return [results[i] for i in range(len(cmdlets))]
 
     def _rest(self, url: str, cmdlet: Cmdlet) -> list[dict]:
-        objects = []
+        objects, seen = [], set()
         while url:
+            seen.add(url)
             page = self._post(url, cmdlet.body(), str(cmdlet))
+            self._note_errors(cmdlet, page)
             objects += [_clean(o) for o in page.get("value") or ()]
-            url = page.get("@odata.nextLink")
+            url = _next_link(page, seen, cmdlet)
         return objects
+
+    def _count(self, calls: int = 1) -> None:
+        with self._lock:
+            self.calls += calls
+
+    def _note_errors(self, cmdlet: Cmdlet, answer: dict) -> None:
+        """Errors a cmdlet wrote for single objects while answering 200 (``@adminapi.errors``):
+        kept, like the on-premise error stream, to become error records."""
+        for error in answer.get("@adminapi.errors") or ():
+            message = error.get("message") or error.get("Message") if isinstance(error, dict) else str(error)
+            self.errors.append((cmdlet.name, "", " ".join(str(message).split())[:500]))
+        for warning in answer.get("@adminapi.warnings") or ():
+            log.warning("%s: %s", cmdlet, warning)
 
 
 def _clean(item: dict) -> dict:
@@ -360,9 +388,16 @@ def _clean(item: dict) -> dict:
 
 def _seconds(value, default: float) -> float:
     try:
-        return float(value)
+        return min(float(value), MAX_WAIT)
     except (TypeError, ValueError):
         return default
+
+
+def _next_link(page: dict, seen: set, cmdlet: Cmdlet) -> str | None:
+    link = page.get("@odata.nextLink")
+    if link and link in seen:  # the same page again: following it would never end
+        raise CmdletError("POST", str(cmdlet), None, "the service sent the same next page again")
+    return link
 
 
 def odata_error(content: bytes, fallback: str) -> str:
@@ -425,19 +460,36 @@ class Scope:
 
 
 def addresses_of(item: dict) -> tuple[str | None, list[str]]:
-    """(primary, every SMTP address, primary first), lower-cased; SIP:, X500: and the like left out."""
-    primary = (item.get("PrimarySmtpAddress") or "").strip().lower() or None
+    """(primary, every SMTP address, primary first), lower-cased; SIP:, X500: and the like left
+    out, and so are addresses that are not addresses ('smtp:jan@contoso'), counted in
+    :data:`MALFORMED`: one odd proxy address must not stop the night's read."""
+    primary = _valid((item.get("PrimarySmtpAddress") or "").strip().lower())
     addresses = [primary] if primary else []
     for entry in item.get("EmailAddresses") or ():
         kind, _, address = str(entry).partition(":")
-        address = address.strip().lower()
-        if kind.lower() == "smtp" and address and address not in addresses:
+        if kind.lower() != "smtp":
+            continue
+        address = _valid(address.strip().lower())
+        if address and address not in addresses:
             if kind == "SMTP" and not primary:
                 addresses.insert(0, address)
                 primary = address
             else:
                 addresses.append(address)
     return primary, addresses
+
+
+MALFORMED: Counter = Counter()
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")  # the schemas' test for an address
+
+
+def _valid(address: str) -> str | None:
+    if not address:
+        return None
+    if EMAIL.match(address) and len(address) <= 320:
+        return address
+    MALFORMED["malformed e-mail address left out"] += 1
+    return None
 
 
 def object_id(item: dict) -> str:
@@ -448,7 +500,7 @@ def object_id(item: dict) -> str:
 def person_record(mailbox: dict, source: str) -> dict:
     primary, addresses = addresses_of(mailbox)
     anchor = object_id(mailbox)
-    disabled = mailbox.get("AccountDisabled")
+    disabled = None if mailbox.get("AccountDisabled") is None else _flag(mailbox["AccountDisabled"])
     record = {
         "type": "person", "source": source, "anchor": anchor, "upn": mailbox.get("UserPrincipalName") or None,
         "mail": primary, "addresses": addresses, "display_name": mailbox.get("DisplayName") or None,
@@ -476,25 +528,39 @@ def group_record(group: dict, members: list[dict], source: str) -> dict:
 
 class Names:
     """Finds the mailbox or group a permission's ``User`` (or a filter) names, by any of the
-    names Exchange uses: address, UPN, alias, name, display name, Guid, object id."""
+    names Exchange uses. Ids, addresses, UPNs, sAMAccountNames and DNs name one object; an
+    alias, name or display name that two objects share names neither (the caller then asks
+    Exchange, which says which, or that it is ambiguous) instead of whichever came first."""
+
+    STRONG = ("UserPrincipalName", "Identity", "Guid", "ExternalDirectoryObjectId", "SamAccountName",
+              "DistinguishedName")
+    WEAK = ("Alias", "Name", "DisplayName")
 
     def __init__(self):
-        self.by_name: dict[str, dict] = {}
+        self.strong: dict[str, dict] = {}
+        self.weak: dict[str, dict | None] = {}  # None: more than one object has this name
 
     def add(self, item: dict) -> None:
         _, addresses = addresses_of(item)
-        for name in (*addresses, item.get("UserPrincipalName"), item.get("Alias"), item.get("Name"),
-                     item.get("DisplayName"), item.get("Identity"), item.get("Guid"),
-                     item.get("ExternalDirectoryObjectId"), item.get("SamAccountName"), item.get("DistinguishedName")):
+        for name in (*addresses, *(item.get(key) for key in self.STRONG)):
             if name:
-                self.by_name.setdefault(str(name).strip().lower(), item)
+                self.strong.setdefault(str(name).strip().lower(), item)
+        for name in (item.get(key) for key in self.WEAK):
+            if name:
+                key = str(name).strip().lower()
+                known = self.weak.get(key, item)
+                self.weak[key] = item if known is item or object_id(known or {}) == object_id(item) else None
+
+    def remember(self, name: str, item: dict) -> None:
+        """What Exchange said ``name`` stands for."""
+        self.strong[name.strip().lower()] = item
 
     def find(self, name: str) -> dict | None:
         """By any name; ``DOMAIN\\sam`` (how on-premise permissions name people) by its sam."""
         key = name.strip().lower()
-        found = self.by_name.get(key)
+        found = self.strong.get(key) or self.weak.get(key)
         if found is None and "\\" in key:
-            found = self.by_name.get(key.rpartition("\\")[2])
+            found = self.strong.get(key.rpartition("\\")[2])
         return found
 
 
@@ -529,6 +595,8 @@ class Reader:
         for cmdlet, what, message in getattr(self.api, "errors", ()):  # written for one object, run went on
             self._error(what or "?", cmdlet, message)
         yield from self.errors
+        for note, number in MALFORMED.items():
+            log.warning("%d× %s", number, note)
 
     def in_scope(self, mailboxes: list[dict]) -> list[dict]:
         """The mailboxes the claimed domains and address filters leave in."""
@@ -595,6 +663,11 @@ class Reader:
                 rights = [str(r) for r in _listed(row.get("AccessRights"))]
                 if not any(r.lower() == "fullaccess" for r in rights):
                     continue
+                if _flag(row.get("Deny")) is None or _flag(row.get("IsInherited")) is None:
+                    self._error(mailbox.get("PrimarySmtpAddress") or object_id(mailbox), "Get-MailboxPermission",
+                                f"cannot read Deny={row.get('Deny')!r} / IsInherited={row.get('IsInherited')!r} "
+                                f"of the entry for {row.get('User')!r}")
+                    continue
                 user = str(row.get("User") or "").strip()
                 if user and not is_principal_without_mailbox(user) and self.names.find(user) is None:
                     unresolved[user.lower()] = None
@@ -604,7 +677,7 @@ class Reader:
             found = self.names.find(user) if user else None
             yield {"type": "permission", "source": self.scope.source, "mailbox": object_id(mailbox),
                    "trustee": object_id(found) if found else user or "?", "rights": rights,
-                   "inherited": bool(row.get("IsInherited")), "deny": bool(row.get("Deny"))}
+                   "inherited": _flag(row.get("IsInherited")), "deny": _flag(row.get("Deny"))}
 
     def _resolve(self, unresolved: dict[str, dict | None]) -> Iterator[dict]:
         """Trustees the listings don't name (a group that is no distribution group, a user
@@ -617,12 +690,16 @@ class Reader:
                                        batch=self.batch, concurrency=self.concurrency)
         groups = []
         for name, answer in zip(names, answers):
+            if isinstance(answer, ApiError) and not _not_found(answer.message):
+                # not "no such object" (that trustee is simply gone): we don't know who it is
+                self._error(name, "Get-Recipient", answer.message)
+                continue
             if isinstance(answer, ApiError) or not answer:
-                log.debug("trustee %r: %s", name, answer.message if isinstance(answer, ApiError) else "not found")
+                log.debug("trustee %r: not found", name)
                 continue
             recipient = answer[0]
             self.names.add(recipient)
-            self.names.by_name[name] = recipient
+            self.names.remember(name, recipient)
             if "group" in str(recipient.get("RecipientTypeDetails", "")).lower():
                 groups.append(recipient)
         members = self.members(groups)
@@ -632,6 +709,22 @@ class Reader:
         log.warning("%s failed for %s: %s", cmdlet, what, message)
         self.errors.append({"type": "error", "source": self.scope.source, "object": str(what),
                             "operation": cmdlet, "message": message})
+
+
+def _flag(value) -> bool | None:
+    """A boolean as Exchange sends it (a bool, or its text when it arrives as a typed object
+    pypsrp does not know, such as a SwitchParameter); None when it is neither."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    text = str(value.get("IsPresent", "") if isinstance(value, dict) else value).strip().lower()
+    return {"true": True, "false": False}.get(text)
+
+
+def _not_found(message: str) -> bool:
+    text = message.lower()
+    return "couldn't be found" in text or "managementobjectnotfound" in text or "could not be found" in text
 
 
 def _listed(value) -> list:

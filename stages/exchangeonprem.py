@@ -104,6 +104,12 @@ class RemotePowerShell:
             hint = (" — not Exchange's remote PowerShell endpoint; the URL is http(s)://SERVER/PowerShell/"
                     if error.code == 404 else "")
             raise OnPremFailure(f"{where}: HTTP {error.code} from the server{hint}") from None
+        except ImportError as error:  # pyspnego's Kerberos needs gssapi and krb5 (optional packages)
+            raise OnPremFailure(f"{where}: {self.endpoint.auth} sign-in needs an optional package: "
+                                f"{_line(error)} (pip install 'pyspnego[kerberos]'), or use --auth ntlm") from None
+        except Exception as error:  # noqa: BLE001 (pyspnego and pypsrp raise many kinds; all mean: no session)
+            raise OnPremFailure(f"{where}: cannot open a session ({self.endpoint.auth}): "
+                                f"{type(error).__name__}: {_line(error)}") from None
         log.info("connected to %s (%s)", where, self.endpoint.auth)
         return self
 
@@ -159,12 +165,19 @@ class RemotePowerShell:
 
     def _finish(self, cmdlet: Cmdlet, shell) -> tuple[list[dict], list[str]]:
         """(objects, error messages) of a pipeline :meth:`_start` sent."""
+        from pypsrp.complex_objects import PSInvocationState
         try:
             output = shell.end_invoke()
         except Exception as error:  # noqa: BLE001
             raise CmdletError("invoke", str(cmdlet), None, _line(error)) from None
         errors = [_error_text(record) for record in shell.streams.error]
-        return [as_dict(item) for item in output or ()], errors
+        if shell.state != PSInvocationState.COMPLETED:  # stopped or failed: what came may be a part
+            raise CmdletError("invoke", str(cmdlet), None,
+                              f"the pipeline ended {shell.state}" + (f": {'; '.join(errors)}" if errors else ""))
+        try:
+            return [as_dict(item) for item in output or ()], errors
+        except ValueError as error:
+            raise CmdletError("invoke", str(cmdlet), None, str(error)) from None
 
     def invoke(self, cmdlet: Cmdlet, select: Iterable[str] = ()) -> Iterator[dict]:
         """The cmdlet's objects; errors written for single objects are kept in :attr:`errors`."""
@@ -241,7 +254,7 @@ def plain(value):
     if isinstance(value, GenericComplexObject):
         for item in value.property_sets:
             if isinstance(item, str) and item.lstrip().startswith("<LST"):
-                return [element.text or "" for element in ElementTree.fromstring(item)]
+                return [_list_item(element) for element in ElementTree.fromstring(item)]
             if isinstance(item, (list, tuple)):
                 return [plain(v) for v in item]
         if value.to_string is not None:
@@ -252,12 +265,23 @@ def plain(value):
     return str(value)
 
 
+def _list_item(element) -> str:
+    """One item of a raw ``<LST>``: a string, or an object (an enum value) by its ToString."""
+    text = element.text if element.tag == "S" else element.findtext("ToString")
+    if text is None:
+        raise ValueError(f"cannot read a list item <{element.tag}> of {ElementTree.tostring(element)[:120]!r}")
+    return text
+
+
 def as_dict(item) -> dict:
     """A deserialised object's properties (adapted over extended) as plain values."""
     adapted = getattr(item, "adapted_properties", None)
     if adapted is None:
         return {"Value": plain(item)}
     properties = {**(getattr(item, "extended_properties", None) or {}), **adapted}
+    # On-premise the object's own Guid (AD's objectGUID) is its id: an Entra id written back by a
+    # hybrid sync would make the anchor differ from extract-ldap's for the same person
+    properties.pop("ExternalDirectoryObjectId", None)
     return {str(name): plain(value) for name, value in properties.items()}
 
 

@@ -98,6 +98,8 @@ class Stats:
                 self.by_method[method] += 1
 
 
+MAX_WAIT = 300.0  # seconds: a Retry-After longer than this is not waited out in full
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -140,7 +142,8 @@ class HttpClient:
                 # verify given per request: else REQUESTS_CA_BUNDLE would override a --ca-file
                 response = self.session.request(method, absolute, timeout=self.timeout, verify=self.session.verify,
                                                 **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as error:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as error:  # also: dropped in the middle of the body
                 reason = "timed out" if isinstance(error, requests.Timeout) else "connection failed or dropped"
                 if not safe:
                     raise Uncertain(method, path, None, reason) from None
@@ -183,7 +186,7 @@ class HttpClient:
         for header in ("Retry-After", "RateLimit-Reset"):
             value = response.headers.get(header, "").strip()
             if value.replace(".", "", 1).isdigit():
-                return float(value)
+                return min(float(value), MAX_WAIT)
         return self.window
 
     def _back_off(self, failures: int) -> None:

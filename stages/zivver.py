@@ -95,10 +95,11 @@ class Client(HttpClient):
         while True:
             page = self.request("GET", f"/{resource}", params={"startIndex": start, "count": PAGE_SIZE}) or {}
             items = page.get("Resources") or []
+            before = len(found)
             for item in items:
                 found[item["id"]] = item
             total = page.get("totalResults", len(found))
-            if not items or len(found) >= total:
+            if not items or len(found) >= total or len(found) == before:  # a server ignoring startIndex
                 return list(found.values())
             start += len(items)
 

@@ -78,3 +78,30 @@ def test_exactly_one_way_to_sign_in(tmp_path):
     with pytest.raises(ZivsyncError, match="needs its certificate"):
         Login("t", "c", key_file=key).credential()
     assert Login("t", "c", key_file=key, thumbprint="AB:CD").credential()["thumbprint"] == "abcd"
+
+
+def test_a_name_two_objects_share_names_neither():
+    names = Names()
+    shared = {"Guid": "1", "DisplayName": "Finance", "PrimarySmtpAddress": "finance@contoso.example"}
+    group = {"Guid": "2", "Name": "Finance", "PrimarySmtpAddress": "finance-team@contoso.example"}
+    names.add(shared)
+    names.add(group)
+    assert names.find("Finance") is None  # asked of Exchange instead of taking the first
+    assert names.find("finance-team@contoso.example") is group and names.find("2") is group
+    names.remember("Finance", group)
+    assert names.find("finance") is group
+
+
+def test_flags_and_odd_addresses():
+    from stages.exchangeonline import _flag
+    assert [_flag(v) for v in (True, False, "True", "false", None, "maybe")] == [True, False, True, False, False, None]
+    primary, addresses = addresses_of({"PrimarySmtpAddress": "jan@contoso.example",
+                                       "EmailAddresses": ["SMTP:jan@contoso.example", "smtp:jan@contoso"]})
+    assert (primary, addresses) == ("jan@contoso.example", ["jan@contoso.example"])  # one odd address, left out
+
+
+def test_secret_files_in_utf16_as_powershell_writes_them(tmp_path, monkeypatch):
+    from stages.cli import read_secret
+    path = tmp_path / "secret.txt"
+    path.write_bytes(b"\xff\xfe" + "s3cr3t\r\n".encode("utf-16-le"))
+    assert read_secret(str(path), "X_NOT_SET", "secret", "--secret-file") == "s3cr3t"

@@ -53,3 +53,16 @@ def test_basic_over_http_needs_its_option():
     assert Endpoint("ex01.contoso.local").parts() == (True, "ex01.contoso.local", 443, "PowerShell")
     assert Endpoint("http://ex01/PowerShell/").parts() == (False, "ex01", 80, "PowerShell")
     assert "p4ss" not in repr(Endpoint("x", password="p4ss"))
+
+
+def test_a_raw_list_of_enum_objects_reads_by_their_names():
+    xml = ('<Obj RefId="0"><TN RefId="0"><T>Deserialized.Microsoft.Exchange.Management.RecipientTasks.'
+           'MailboxAcePresentationObject</T><T>Deserialized.System.Object</T></TN><Props>'
+           '<S N="User">CONTOSO\\jdoe</S><B N="Deny">false</B>'
+           '<Obj N="AccessRights" RefId="1"><TN RefId="1"><T>Deserialized.Microsoft.Exchange.Management.'
+           'RecipientTasks.MailboxRights[]</T><T>Deserialized.System.Array</T><T>Deserialized.System.Object</T></TN>'
+           '<LST><Obj RefId="2"><ToString>FullAccess</ToString><I32>1</I32></Obj>'
+           '<Obj RefId="3"><ToString>ReadPermission</ToString><I32>131072</I32></Obj></LST></Obj>'
+           '</Props></Obj>')
+    record = as_dict(Serializer().deserialize(xml))
+    assert record["AccessRights"] == ["FullAccess", "ReadPermission"] and record["Deny"] is False

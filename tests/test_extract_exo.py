@@ -323,3 +323,12 @@ def test_tenant_by_domain_and_full_access_on_user_mailboxes(small):
     on_users = [p for p in kinds(done.records)["permission"] if p["mailbox"] in users]
     assert on_users  # every mailbox has at least its SELF entry
     assert small.counts("cmdlet")["Get-MailboxPermission"] == len(tenant.mailboxes) - 6  # no rooms/equipment
+
+
+def test_a_trustee_exchange_cannot_look_up_is_an_error_not_a_missing_delegate(small):
+    small.fail("Get-Recipient", 503)  # every time: retried, then given up
+    done = exo(small)
+    errors = kinds(done.records).get("error", [])
+    assert errors and {e["operation"] for e in errors} == {"Get-Recipient"}
+    # whereas a trustee that no longer exists (404) is simply nobody: no error for it
+    assert not any("departed.user" in e["object"] for e in errors if "couldn't be found" in e["message"])
