@@ -515,7 +515,7 @@ def group_record(g: Group) -> dict:
     """What zivsync-extract-ldap makes of the group's entry: members as DNs (normalize resolves them)."""
     return {
         "type": "group", "source": "ldap", "id": g.id, "name": g.name, "dn": g.dn, "sid": g.sid,
-        "mail": g.mail, "addresses": [g.mail] if g.mail else [], "mail_enabled": g.mail_enabled,
+        "sam_account_name": g.name, "mail": g.mail, "addresses": [g.mail] if g.mail else [], "mail_enabled": g.mail_enabled,
         "security_enabled": g.security_enabled, "members": [member_dn(m) for m in g.members],
     }
 

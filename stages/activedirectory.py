@@ -278,7 +278,8 @@ def group_record(entry: Entry, scope: Scope, notes: Counter) -> dict:
         "type": "group", "source": scope.source, "id": _anchor(attributes),
         "name": _text(attributes, "displayName") or _text(attributes, "cn") or _text(attributes, "sAMAccountName")
         or dn.partition(",")[0].partition("=")[2],
-        "dn": dn, "sid": sid_text(sid[0]) if sid else None, "mail": primary, "addresses": addresses,
+        "dn": dn, "sid": sid_text(sid[0]) if sid else None, "sam_account_name": _text(attributes, "sAMAccountName"),
+        "mail": primary, "addresses": addresses,
         "mail_enabled": primary is not None, "security_enabled": bool(group_type & SECURITY_GROUP),
         "members": [v.decode("utf-8") for v in attributes.get("member", ())],
     }

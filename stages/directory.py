@@ -115,13 +115,15 @@ class Group:
     members: tuple[str, ...]  # ids of persons and groups
     dn: str | None
     sid: str | None
+    sam: str | None  # sAMAccountName: how on-premise permissions name a group (CORP\Helpdesk)
 
     @classmethod
     def of(cls, record) -> "Group":
         return cls(
             record.source, record.id.lower(), record.name, (record.mail or "").lower() or None,
             tuple(a.lower() for a in record.addresses or ()), bool(record.mail_enabled),
-            tuple(m if m.islower() else m.lower() for m in record.members), record.dn, record.sid)
+            tuple(m if m.islower() else m.lower() for m in record.members), record.dn, record.sid,
+            record.sam_account_name)
 
 
 @dataclass(slots=True)

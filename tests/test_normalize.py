@@ -268,3 +268,13 @@ def test_output_is_sorted_and_deterministic_whatever_the_input_order():
     backward = normalize(list(reversed(records)), scope())
     assert forward.accounts == backward.accounts
     assert [a["email"] for a in forward.accounts] == sorted(a["email"] for a in forward.accounts)
+
+
+def test_a_group_trustee_named_domain_backslash_sam_is_expanded():
+    """On-premise Full Access is often given to a security group that is no recipient
+    (CORP\\Helpdesk): Exchange names it by its sAMAccountName, AD gives its members."""
+    records = shared_with(
+        person("a", "ann@example.com"), person("b", "bob@example.com"),
+        group("g-helpdesk", ["a", "b"], name="Helpdesk", sam_account_name="Helpdesk"),
+        permission("sales@example.com", "CORP\\Helpdesk"))
+    assert accounts(records)["sales@example.com"]["delegates"] == ["ann@example.com", "bob@example.com"]
