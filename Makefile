@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test-deps test demo bench golden clean
+.PHONY: venv test-deps test demo bench golden docs clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,10 @@ bench: test-deps venv
 # Rewrite the golden files under tests/golden/ after a deliberate change of output.
 golden: venv
 	$(BIN)/python -m pytest -q tests/test_golden.py --update-golden
+
+# Rewrite docs/commands.md from every command's --help (tests/test_docs.py checks it is current).
+docs: venv
+	$(BIN)/python scripts/make_docs.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
