@@ -29,3 +29,23 @@ def test_every_command_is_in_the_reference_and_the_readme_points_there():
     assert "docs/commands.md" in readme
     for command in STAGES:
         assert f"### {command.name}" in readme, f"the README has no section on {command.name}"
+
+
+def test_the_sample_config_is_up_to_date_and_every_option_in_it_loads(tmp_path):
+    import re
+    import tomllib
+
+    from stages import cli
+
+    generator = load_generator()
+    sample = ROOT / "docs" / "zivsync.sample.toml"
+    text = sample.read_text(encoding="utf-8")
+    assert text == generator.sample_config(), "docs/zivsync.sample.toml is out of date: run make docs"
+    # every commented-out option, switched on, is one the config loader knows for that stage
+    active = re.sub(r"^# ([a-z_]+ = .*?)(  # required)?$", r"\1", text, flags=re.MULTILINE)
+    data = tomllib.loads(active)
+    path = tmp_path / "zivsync.toml"
+    for command in STAGES:
+        section = data[cli.section_name(command)]
+        assert set(section) == set(cli._config_params(command)), command.name
+        cli.config_defaults({cli.section_name(command): section}, command, path)  # raises on an unknown key
