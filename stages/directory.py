@@ -210,16 +210,20 @@ class Directory:
         """Keys by one kind of other name, built the first time a reference needs it: most
         references are anchors or addresses, and 100,000 lower-cased names cost memory."""
         if name not in self._by_other:
-            index: dict[str, str] = {}
+            index: dict[str, str | None] = {}
+
+            def put(value: str | None, key: str) -> None:
+                # a name two objects share (jdoe in two forests, a group and a user both
+                # called Sales) names neither: better no delegate than the wrong one
+                if value:
+                    value = value.lower()
+                    index[value] = key if index.get(value, key) == key else None
+
             for key, persons in self.persons.items():
                 for person in persons:
-                    value = getattr(person, name) if name != "name" else None  # display names are not unique
-                    if value:
-                        index.setdefault(value.lower(), key)
+                    put(getattr(person, name) if name != "name" else None, key)  # display names are not unique
             for key, group in self.groups.items():
-                value = getattr(group, name, None)
-                if value:
-                    index.setdefault(value.lower(), key)
+                put(getattr(group, name, None), key)
             self._by_other[name] = index
         return self._by_other[name]
 

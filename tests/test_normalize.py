@@ -278,3 +278,15 @@ def test_a_group_trustee_named_domain_backslash_sam_is_expanded():
         group("g-helpdesk", ["a", "b"], name="Helpdesk", sam_account_name="Helpdesk"),
         permission("sales@example.com", "CORP\\Helpdesk"))
     assert accounts(records)["sales@example.com"]["delegates"] == ["ann@example.com", "bob@example.com"]
+
+
+def test_a_domain_user_name_two_people_share_names_neither():
+    """Two forests both have a jdoe: CORP\\jdoe must not give the other one access."""
+    records = shared_with(
+        person("a", "jdoe@corp.example.com", sam_account_name="jdoe", source="ldap"),
+        person("b", "jdoe@other.example.com", sam_account_name="jdoe", source="ldap2"),
+        person("c", "carl@example.com", sam_account_name="carl"),
+        permission("sales@example.com", "CORP\\jdoe"), permission("sales@example.com", "CORP\\carl"))
+    result = normalize(records, Scope(claimed_domains=frozenset({"example.com", "corp.example.com",
+                                                                 "other.example.com"})))
+    assert {a["email"]: a for a in result.accounts}["sales@example.com"]["delegates"] == ["carl@example.com"]
