@@ -170,3 +170,27 @@ class Sandbox:
 
         return requests.request(method, self.url + path, json=body, timeout=10,
                                 headers={"Authorization": f"Bearer {API_KEY}", **headers})
+
+
+def sync_into_sandbox(directory: list[Path], claimed: tuple[str, ...], folder: Path, *,
+                      seed: Path | None = None, normalize_args: tuple = (), diff_args: tuple = ()) -> dict[str, dict]:
+    """The nightly job after the extractors, each stage as its own process: normalize the
+    directory streams, snapshot a fresh sandbox (seeded with ``seed``), diff, push --apply, and
+    snapshot again; returns the accounts Zivver ends up with, by address. Every stage must
+    succeed and none may print the API key."""
+    domains = [arg for domain in claimed for arg in ("--claimed-domain", domain)]
+    inputs = [arg for path in directory for arg in ("-i", path)]
+    with Sandbox("--rate-limit", "1000", *(("--seed", seed) if seed else ()), claimed=claimed) as sandbox:
+        for name, args in [
+            ("zivsync-normalize", [*inputs, *domains, *normalize_args, "-o", folder / "desired.jsonl"]),
+            ("zivsync-snapshot", ["-o", folder / "current.jsonl"]),
+            ("zivsync-diff", ["-i", folder / "desired.jsonl", *domains, "--current", folder / "current.jsonl",
+                              "--state", folder / "state", "-o", folder / "plan.jsonl", *diff_args]),
+            ("zivsync-push", ["-i", folder / "plan.jsonl", "--apply", "--state", folder / "state",
+                              "--rate-limit", "1000", "-o", folder / "results.jsonl"]),
+            ("zivsync-snapshot", ["-o", folder / "after.jsonl"]),
+        ]:
+            done = run(name, *args, env=sandbox.env)
+            assert done.returncode == 0, f"{name}: {done.stderr}"
+            assert API_KEY not in done.stderr and API_KEY.encode() not in done.stdout
+    return {r["email"]: r for r in read_jsonl(folder / "after.jsonl") if r["type"] == "account"}

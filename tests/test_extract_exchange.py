@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fake_exchange import FakeExchange, Organization
-from helpers import API_KEY, Sandbox, account, read_jsonl, run, write_stream
+from helpers import account, run, sync_into_sandbox, write_stream
 from stages.cli import ExitStatus
 
 DOMAIN = "contoso.example"
@@ -150,21 +150,7 @@ def test_extract_normalize_diff_push(tmp_path):
     with FakeExchange(tmp_path / "fake", organization) as fake:
         stream = tmp_path / "exchange.jsonl"
         stream.write_bytes(extract(fake).stdout)
-    claimed = ["--claimed-domain", DOMAIN]
-    with Sandbox("--rate-limit", "1000", claimed=(DOMAIN,)) as sandbox:
-        for name, args in [
-            ("zivsync-normalize", ["-i", stream, *claimed, "-o", tmp_path / "desired.jsonl"]),
-            ("zivsync-snapshot", ["-o", tmp_path / "current.jsonl"]),
-            ("zivsync-diff", ["-i", tmp_path / "desired.jsonl", *claimed, "--current", tmp_path / "current.jsonl",
-                              "--state", tmp_path / "state", "-o", tmp_path / "plan.jsonl"]),
-            ("zivsync-push", ["-i", tmp_path / "plan.jsonl", "--apply", "--state", tmp_path / "state",
-                              "--rate-limit", "1000", "-o", tmp_path / "results.jsonl"]),
-            ("zivsync-snapshot", ["-o", tmp_path / "after.jsonl"]),
-        ]:
-            done = run(name, *args, env=sandbox.env)
-            assert done.returncode == 0, f"{name}: {done.stderr}"
-            assert API_KEY not in done.stderr
-    accounts = {r["email"]: r for r in read_jsonl(tmp_path / "after.jsonl") if r["type"] == "account"}
+    accounts = sync_into_sandbox([stream], (DOMAIN,), tmp_path)
     active = {m["PrimarySmtpAddress"] for m in organization.mailboxes
               if m["RecipientTypeDetails"] == "UserMailbox" and not m["AccountDisabled"]}
     assert {e for e, a in accounts.items() if a["kind"] == "user"} == active

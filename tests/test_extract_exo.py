@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fake_microsoft import FakeMicrosoft, Tenant
-from helpers import API_KEY, Sandbox, read_jsonl, run, write_stream
+from helpers import run, sync_into_sandbox, write_stream
 from stages.cli import ExitStatus
 
 DOMAIN = "contoso.example"
@@ -255,23 +255,9 @@ def test_member_of_a_nested_group_address_filter_and_claimed_domain(small):
 
 
 def test_extract_normalize_diff_push(small, tmp_path):
-    claimed = ["--claimed-domain", DOMAIN]
     stream = tmp_path / "exo.jsonl"
     stream.write_bytes(exo(small).stdout)
-    with Sandbox("--rate-limit", "1000", claimed=(DOMAIN,)) as sandbox:
-        for name, args in [
-            ("zivsync-normalize", ["-i", stream, *claimed, "-o", tmp_path / "desired.jsonl"]),
-            ("zivsync-snapshot", ["-o", tmp_path / "current.jsonl"]),
-            ("zivsync-diff", ["-i", tmp_path / "desired.jsonl", *claimed, "--current", tmp_path / "current.jsonl",
-                              "--state", tmp_path / "state", "-o", tmp_path / "plan.jsonl"]),
-            ("zivsync-push", ["-i", tmp_path / "plan.jsonl", "--apply", "--state", tmp_path / "state",
-                              "--rate-limit", "1000", "-o", tmp_path / "results.jsonl"]),
-            ("zivsync-snapshot", ["-o", tmp_path / "after.jsonl"]),
-        ]:
-            done = run(name, *args, env=sandbox.env)
-            assert done.returncode == 0, f"{name}: {done.stderr}"
-            assert API_KEY not in done.stderr
-    accounts = {r["email"]: r for r in read_jsonl(tmp_path / "after.jsonl") if r["type"] == "account"}
+    accounts = sync_into_sandbox([stream], (DOMAIN,), tmp_path)
     tenant = small.tenant
     active_users = {m["PrimarySmtpAddress"].lower() for m in tenant.mailboxes
                     if m["RecipientTypeDetails"] == "UserMailbox" and not m["AccountDisabled"]}
