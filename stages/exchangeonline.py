@@ -567,7 +567,7 @@ class Names:
 def is_principal_without_mailbox(user: str) -> bool:
     """NT AUTHORITY\\SELF, orphaned SIDs and the like: nobody to resolve."""
     text = user.strip().upper()
-    return text.startswith("NT AUTHORITY\\") or text.startswith("S-1-") or text.startswith("NAMPR")
+    return text.startswith("NT AUTHORITY\\") or text.startswith("S-1-")
 
 
 class Reader:

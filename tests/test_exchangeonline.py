@@ -105,3 +105,8 @@ def test_secret_files_in_utf16_as_powershell_writes_them(tmp_path, monkeypatch):
     path = tmp_path / "secret.txt"
     path.write_bytes(b"\xff\xfe" + "s3cr3t\r\n".encode("utf-16-le"))
     assert read_secret(str(path), "X_NOT_SET", "secret", "--secret-file") == "s3cr3t"
+
+
+def test_only_self_and_sids_are_principals_without_mailbox():
+    assert not is_principal_without_mailbox("nampr.smit@contoso.example")  # a person, whatever the name
+    assert is_principal_without_mailbox("S-1-5-21-1-2-3-1013") and is_principal_without_mailbox("NT AUTHORITY\\SYSTEM")
