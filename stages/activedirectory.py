@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
-from .cli import ExitStatus, ZivsyncError
+from . import cli
+from .cli import ZivsyncError
 from .dn import canonical as _canonical
 from .dn import under as _under
 
@@ -329,11 +330,8 @@ CONNECTION_OPTIONS = dict(raise_exceptions=True, read_only=True, auto_referrals=
                           check_names=False, return_empty_attributes=False)
 
 
-class LdapFailure(ZivsyncError):
+class LdapFailure(cli.ServerUnreachable):
     """Could not reach, trust or bind to a domain controller: exit 4."""
-
-    def __init__(self, message: str):
-        super().__init__(message, ExitStatus.UNREACHABLE)
 
 
 def _endpoint(url: str) -> tuple[str, str, int]:

@@ -57,6 +57,13 @@ class ZivsyncError(Exception):
         self.status = status
 
 
+class ServerUnreachable(ZivsyncError):
+    """Could not reach, trust or sign in to a server: exit 4. Each source names its own kind."""
+
+    def __init__(self, message: str):
+        super().__init__(message, ExitStatus.UNREACHABLE)
+
+
 # -- options ----------------------------------------------------------------------------
 
 

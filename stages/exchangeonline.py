@@ -28,8 +28,9 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 
-from .cli import ExitStatus, ZivsyncError
-from .http import ApiError, AuthError, HttpClient
+from . import cli
+from .cli import ZivsyncError
+from .http import MAX_WAIT, ApiError, AuthError, HttpClient
 
 log = logging.getLogger("zivsync")
 
@@ -45,7 +46,6 @@ SECURITY_GROUP = "MailUniversalSecurityGroup"
 # What Exchange's own module sends as routing hint for app-only calls (exchange.md §1.2)
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
 BATCH_LIMIT = 10  # requests per $batch that the admin API takes
-MAX_WAIT = 300.0  # seconds: a longer Retry-After is not waited out in full
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,8 @@ CLOUDS = {
 }
 
 
-class ExoFailure(ZivsyncError):
+class ExoFailure(cli.ServerUnreachable):
     """Could not sign in to or reach Exchange Online: exit 4."""
-
-    def __init__(self, message: str):
-        super().__init__(message, ExitStatus.UNREACHABLE)
 
 
 # -- signing in -----------------------------------------------------------------------------

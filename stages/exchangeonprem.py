@@ -19,7 +19,8 @@ from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
-from .cli import ExitStatus, ZivsyncError
+from . import cli
+from .cli import ZivsyncError
 from .exchangeonline import Cmdlet, CmdletError
 from .http import ApiError
 
@@ -29,11 +30,8 @@ CONFIGURATION = "Microsoft.Exchange"
 AUTHS = ("kerberos", "negotiate", "ntlm", "basic")
 
 
-class OnPremFailure(ZivsyncError):
+class OnPremFailure(cli.ServerUnreachable):
     """Could not reach, trust or sign in to the Exchange server: exit 4."""
-
-    def __init__(self, message: str):
-        super().__init__(message, ExitStatus.UNREACHABLE)
 
 
 @dataclass(frozen=True)
