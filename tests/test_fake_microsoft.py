@@ -493,11 +493,12 @@ def test_bad_tokens_are_401(admin, fake):
 
 def test_tokens_rejected_when_older_than(tmp_path):
     tenant = Tenant.generate(mailboxes=20, shared=12, groups=4)
-    with FakeMicrosoft(tmp_path, tenant, reject_tokens_older_than=0.4) as fake:
+    # 1.5 s leaves a loaded CI machine time for the first request while the token is young.
+    with FakeMicrosoft(tmp_path, tenant, reject_tokens_older_than=1.5) as fake:
         app = confidential(fake)
         admin = Admin(fake, token(fake, app=app))
         assert admin.post("Get-Mailbox", {}).status_code == 200
-        time.sleep(0.5)
+        time.sleep(1.6)
         r = admin.post("Get-Mailbox", {})
         assert r.status_code == 401 and r.json()["error"]["code"] == "ExpiredToken"
         # msal still thinks its token is good (expires_in 3599): the client has to drop it.
@@ -511,10 +512,12 @@ def test_tokens_rejected_when_older_than(tmp_path):
 
 def test_short_token_lifetime(tmp_path):
     tenant = Tenant.generate(mailboxes=20, shared=12, groups=4)
-    with FakeMicrosoft(tmp_path, tenant, token_lifetime=1) as fake:
+    # 3 s, not 1: exp is a whole second, so a 1 s token may be good for only a few ms, and a
+    # loaded CI machine then sees it expire before the first request.
+    with FakeMicrosoft(tmp_path, tenant, token_lifetime=3) as fake:
         app = confidential(fake)
         first = app.acquire_token_for_client(scopes=[fake.exchange_scope])
-        assert first["expires_in"] == 1
+        assert first["expires_in"] == 3
         admin = Admin(fake, first["access_token"])
         assert admin.post("Get-Mailbox", {}).status_code == 200
         exp = jwt.decode(first["access_token"], options={"verify_signature": False})["exp"]
