@@ -1,0 +1,262 @@
+"""The e-mail that ``zivsync run`` sends administrators after a run (SMTP, standard library only).
+
+TLS is on and verified unless the configuration explicitly says ``none``; the password comes
+from ``ZIVSYNC_SMTP_PASSWORD`` or a file, never from a flag, and never shows up in a log line,
+an error or ``repr()``. Every failure becomes :class:`cli.ServerUnreachable` (exit 4) naming
+the server and what went wrong.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.policy
+import email.utils
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+import click
+
+from . import cli
+
+SECURITIES = ("starttls", "tls", "none")
+WHENS = ("always", "changes", "problems")
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    to: tuple[str, ...]
+    sender: str
+    host: str
+    port: int = 587
+    security: str = "starttls"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    timeout: float = 30.0
+    when: str = "always"
+
+    def __post_init__(self) -> None:
+        if self.security not in SECURITIES:
+            raise ValueError(f"security must be one of {', '.join(SECURITIES)}, not {self.security!r}")
+        if self.when not in WHENS:
+            raise ValueError(f"when must be one of {', '.join(WHENS)}, not {self.when!r}")
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+def mail_options(func: Callable) -> Callable:
+    """The options of the report mail; each also reads ZIVSYNC_<NAME> and the config file."""
+    options = [
+        cli.option("--mail-to", multiple=True, metavar="ADDRESS",
+                   help="Mail the run's summary to this address (repeatable, or several separated by commas). "
+                        "Without it, no mail is sent."),
+        cli.option("--mail-from", metavar="ADDRESS",
+                   help="The sender of the summary mail, e.g. 'Zivsync <zivsync@corp.example>'."),
+        cli.option("--smtp-host", metavar="HOST", help="The SMTP server that sends the summary mail."),
+        cli.option("--smtp-port", type=click.IntRange(1, 65535), metavar="N",
+                   help="The SMTP server's port. Default: 587, or 465 with --smtp-security tls."),
+        cli.option("--smtp-security", type=click.Choice(SECURITIES), default="starttls", show_default=True,
+                   help="starttls: connect, then require STARTTLS; tls: TLS from the start (port 465); "
+                        "none: unencrypted (logged loudly)."),
+        cli.option("--smtp-user", metavar="NAME",
+                   help="Sign in to the SMTP server as this user. The password comes from the environment "
+                        "variable ZIVSYNC_SMTP_PASSWORD or --smtp-password-file (never a flag)."),
+        cli.option("--smtp-password-file", type=click.Path(dir_okay=False), metavar="FILE",
+                   help="Read the SMTP password from this file."),
+        cli.option("--smtp-ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+                   help="Verify the SMTP server's certificate against the CAs in this PEM file instead of "
+                        "the system's."),
+        cli.option("--mail-when", type=click.Choice(WHENS), default="always", show_default=True,
+                   help="always: mail after every run; changes: only when something changed or went wrong; "
+                        "problems: only when something went wrong."),
+    ]
+    for option in reversed(options):  # click lists the last-applied option first
+        func = option(func)
+    return func
+
+
+def settings_from_options(mail_to, mail_from, smtp_host, smtp_port, smtp_security, smtp_user,
+                          smtp_password_file, smtp_ca_file, mail_when) -> MailSettings | None:
+    """The mail settings from the options, or None when no --mail-to asks for a mail."""
+    if not mail_to:
+        return None
+    recipients = tuple(str(a) for value in mail_to for a in _addresses(value, "--mail-to"))
+    if not smtp_host:
+        raise cli.ZivsyncError("--mail-to needs --smtp-host: the SMTP server that sends the mail")
+    if not mail_from:
+        raise cli.ZivsyncError("--mail-to needs --mail-from: the sender of the mail")
+    sender = _addresses(mail_from, "--mail-from")
+    if len(sender) != 1:
+        raise cli.ZivsyncError(f"--mail-from: {mail_from!r} is more than one address")
+    password = None
+    if smtp_user:
+        password = cli.read_secret(smtp_password_file, "ZIVSYNC_SMTP_PASSWORD", "SMTP password",
+                                   "--smtp-password-file")
+    elif smtp_password_file:
+        raise cli.ZivsyncError("--smtp-password-file needs --smtp-user: the user the password belongs to")
+    security = smtp_security or "starttls"
+    port = smtp_port or (465 if security == "tls" else 587)
+    return MailSettings(to=recipients, sender=str(sender[0]), host=smtp_host, port=port, security=security,
+                        username=smtp_user or None, password=password, ca_file=smtp_ca_file or None,
+                        when=mail_when or "always")
+
+
+def _addresses(value: str, option: str) -> list[Address]:
+    """The addresses in ``value`` ('a@x', 'Name <a@x>', or several separated by commas),
+    parsed the way the To: header will be, so that what passes here also goes out."""
+    try:
+        header = email.policy.default.header_factory("to", value)
+        addresses = list(header.addresses)
+        valid = addresses and not header.defects and all(a.username and a.domain for a in addresses)
+    except (IndexError, ValueError, email.errors.MessageError):  # the parser's ways of giving up
+        valid = False
+    if not valid:
+        raise cli.ZivsyncError(f"{option}: {value!r} is not an e-mail address")
+    return addresses
+
+
+def should_send(settings: MailSettings, *, changed: bool, problem: bool) -> bool:
+    """Whether this run's mail goes out. Anyone who wants mail about changes also wants it
+    about problems, so ``changes`` includes them."""
+    if settings.when == "problems":
+        return problem
+    if settings.when == "changes":
+        return changed or problem
+    return True
+
+
+# -- the message -------------------------------------------------------------------------
+
+
+def build_message(settings: MailSettings, subject: str, text: str, html: str | None = None) -> EmailMessage:
+    """The summary as text/plain, with the HTML report as the alternative body when given.
+
+    The HTML goes in as the body, not as an attachment: the admin sees the report without a
+    click, clients that cannot show HTML show the text, and forwarding the mail carries it
+    along. A ``.html`` attachment would double the size and is what mail filters (Defender,
+    many gateways) quarantine as a phishing vector, so the report might never arrive.
+    """
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = settings.sender
+    message["To"] = ", ".join(settings.to)
+    message["Date"] = email.utils.formatdate(localtime=True)
+    # the sender's domain: the default would look up this host's FQDN, which can hang on DNS
+    domain = _addresses(settings.sender, "sender")[0].domain
+    message["Message-ID"] = email.utils.make_msgid("zivsync", domain=domain)
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies to a robot
+    # quoted-printable: 7-bit clean with short lines, so no relay on the way mangles it
+    message.set_content(text, cte="quoted-printable")
+    if html is not None:
+        message.add_alternative(html, subtype="html", cte="quoted-printable")
+    return message
+
+
+# -- sending -----------------------------------------------------------------------------
+
+
+def send(settings: MailSettings, message: EmailMessage) -> None:
+    """Deliver ``message`` to ``settings.to`` through the SMTP server; exit 4 when that fails."""
+    where = f"{settings.host}:{settings.port}"
+    context = _tls_context(settings) if settings.security != "none" else None
+    sender = _addresses(settings.sender, "sender")[0].addr_spec
+    recipients = [a.addr_spec for value in settings.to for a in _addresses(value, "recipient")]
+    if settings.security == "none":
+        cli.log.warning("SMTP %s without TLS (--smtp-security none): the report%s travel%s unencrypted", where,
+                        " and the password" if settings.username else "", "" if settings.username else "s")
+    cli.log.debug("SMTP %s %s%s%s, MAIL FROM <%s>, RCPT TO %s", where,
+                  {"starttls": "STARTTLS", "tls": "TLS", "none": "without TLS"}[settings.security],
+                  f" (CA file {settings.ca_file})" if settings.ca_file and context else "",
+                  f", AUTH as {settings.username}" if settings.username else "",
+                  sender, " ".join(f"<{r}>" for r in recipients))
+
+    def failed(what: str) -> cli.ServerUnreachable:
+        if settings.password:  # a server might echo what it was sent; it must not reach a log
+            what = what.replace(settings.password, "***")
+        return cli.ServerUnreachable(f"cannot mail the report through SMTP server {where}: {what}")
+
+    smtp = None
+    try:
+        if settings.security == "tls":
+            smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+        smtp.ehlo()
+        if settings.security == "starttls":
+            if not smtp.has_extn("starttls"):
+                raise failed("the server does not offer STARTTLS (use --smtp-security tls for port 465)")
+            smtp.starttls(context=context)
+            smtp.ehlo()
+        if settings.username:
+            if not smtp.has_extn("auth"):
+                raise failed(f"the server does not offer a login (AUTH) to sign in as {settings.username}")
+            try:
+                smtp.login(settings.username, settings.password or "")
+            except UnicodeEncodeError:  # its message would quote the character of the password
+                raise cli.ZivsyncError("the SMTP user name and password must be ASCII: "
+                                       "Python's smtplib cannot send others") from None
+        refused = smtp.send_message(message, from_addr=sender, to_addrs=recipients)
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            pass  # the server has accepted the mail: a failed goodbye changes nothing
+    except smtplib.SMTPAuthenticationError as error:
+        raise failed(f"the login as {settings.username} was refused: {_reply(error)}") from None
+    except smtplib.SMTPRecipientsRefused as error:
+        raise failed(f"the recipients were refused: {_refusals(error.recipients)}") from None
+    except smtplib.SMTPSenderRefused as error:
+        raise failed(f"the sender <{sender}> was refused: {_reply(error)}") from None
+    except smtplib.SMTPResponseException as error:
+        raise failed(f"the server answered {_reply(error)}") from None
+    except smtplib.SMTPServerDisconnected as error:  # smtplib reports a read timeout as one too
+        raise failed(f"no answer within {settings.timeout:g} s" if "timed out" in str(error)
+                     else "the server closed the connection") from None
+    except smtplib.SMTPException as error:
+        raise failed(str(error)) from None
+    except ssl.SSLCertVerificationError as error:
+        hint = ("connect by a name the certificate is for" if "mismatch" in error.verify_message
+                else "name the CA that issued the server's certificate with --smtp-ca-file")
+        raise failed(f"TLS certificate verification failed: {error.verify_message.rstrip('.')} ({hint})") from None
+    except ssl.SSLError as error:
+        raise failed(f"TLS failed: {error.reason or error}") from None
+    except TimeoutError:
+        raise failed(f"no answer within {settings.timeout:g} s") from None
+    except ConnectionRefusedError:
+        raise failed("connection refused (is the host and port right?)") from None
+    except socket.gaierror as error:
+        raise failed(f"cannot resolve the host name: {error.strerror}") from None
+    except OSError as error:
+        raise failed(error.strerror or str(error)) from None
+    finally:
+        # not `with smtp`: its QUIT on a broken connection (a failed TLS handshake) would raise
+        # anew and hide the real error
+        if smtp is not None:
+            smtp.close()
+    if refused:  # some recipients took it: the mail went out, but the admin should know who missed it
+        cli.log.warning("SMTP %s refused some recipients: %s", where, _refusals(refused))
+    cli.log.info("mailed the report to %s via %s", ", ".join(r for r in recipients if r not in refused), where)
+
+
+def _tls_context(settings: MailSettings) -> ssl.SSLContext:
+    """Verification always on, host name checked: against the CA file, else the system's CAs."""
+    try:
+        return ssl.create_default_context(cafile=settings.ca_file)
+    except (OSError, ssl.SSLError) as error:
+        raise cli.ZivsyncError(f"cannot read the SMTP CA file {settings.ca_file}: "
+                               f"{getattr(error, 'strerror', None) or error}") from None
+
+
+def _reply(error: smtplib.SMTPResponseException) -> str:
+    text = error.smtp_error.decode("utf-8", "replace") if isinstance(error.smtp_error, bytes) else str(error.smtp_error)
+    return f"{error.smtp_code} {text}"
+
+
+def _refusals(refused: dict) -> str:
+    return ", ".join(f"{address} ({code} {text.decode('utf-8', 'replace') if isinstance(text, bytes) else text})"
+                     for address, (code, text) in refused.items())
