@@ -9,7 +9,7 @@ import click
 from . import cli, schema, state
 from .cli import ExitStatus, ZivsyncError, option
 from .planning import Account, DiffOptions, PlanError, diff
-from .report import describe_plan
+from .reporting import describe_plan
 from .stream import Input, StreamReader, StreamWriter, dumps_canonical, input_digests, open_output
 
 HELP = """Compare the desired accounts with Zivver's current ones and write the plan.

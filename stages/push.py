@@ -13,7 +13,7 @@ from . import cli, state, zivver
 from .cli import ExitStatus, ZivsyncError, option
 from .planning import in_dependency_order
 from .pushing import Abort, Pusher, Zivver
-from .report import describe_plan
+from .reporting import describe_plan
 from .stream import Input, StreamError, StreamReader, StreamWriter, input_digests
 
 RESUMED = "applied by an earlier run (--resume)"
@@ -122,9 +122,11 @@ def _push(client, changes, done, mapping, state_dir, output, sources, resume) ->
     header = {"plan": input_digests(sources), "zivver": {"url": client.base}, "resumed_from": resume}
     statuses: dict[str, int] = {}
     abort: Abort | None = None
-    with _results_output(output) as (handle, name):
+    with _results_output(output) as (handle, name), \
+            cli.progress("changes pushed", total=len(changes), unit=" changes") as bar:
         writer = StreamWriter(handle, "results", "zivsync-push", header, name, flush_each=True)
         for change in changes:
+            bar.update()
             if change["id"] in done:
                 result = _result(change, "skipped", RESUMED)
             elif abort is not None:

@@ -1,0 +1,396 @@
+"""Plans and runs described for people: what diff prints, what push shows before applying,
+and what zivsync-report shows of a plan or of a run folder written by zivsync run."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import orjson
+
+from .cli import ZivsyncError
+from .planning import OP_ORDER
+from .stream import Input, StreamError, StreamReader
+
+SHOWN = 40  # changes listed by name before "… and N more"
+PROBLEMS = ("failed", "conflict")  # the results an administrator has to look at
+STATUS_ORDER = ("applied", "conflict", "failed", "skipped")
+# How a run's outcome looks: fine, worth a look, or needing someone to act.
+SEVERITY = {"ok": "good", "pending": "warn", "partial": "warn", "interrupted": "warn", "running": "warn",
+            "refused": "bad", "unreachable": "bad", "error": "bad"}
+
+
+def is_creation(change: dict) -> bool:
+    return change["op"].startswith("create_")
+
+
+def field_changes(change: dict) -> list[tuple[str, Any, Any]]:
+    """(field, before, after) for each field the change sets. A created account has no before,
+    and its address and empty fields are left out: the change already names the account."""
+    before, after = change["before"], change["after"]
+    if is_creation(change):
+        return [(name, None, new) for name, new in after.items() if new not in (None, [], "") and name != "email"]
+    return [(name, before.get(name), new) for name, new in after.items()]
+
+
+def list_delta(old: list | None, new: list) -> tuple[list, list]:
+    """What a list field gains and loses, each sorted."""
+    return sorted(set(new) - set(old or [])), sorted(set(old or []) - set(new))
+
+
+def describe_change(change: dict) -> str:
+    """One line: the op, the account and each field's before → after."""
+    parts = []
+    for name, old, new in field_changes(change):
+        if is_creation(change):
+            parts.append(f"{name} {_value(new)}")
+        elif isinstance(new, list):
+            added, removed = list_delta(old, new)
+            parts.append(f"{name} " + " ".join([f"+{a}" for a in added] + [f"-{r}" for r in removed]))
+        else:
+            parts.append(f"{name} {_value(old)} → {_value(new)}")
+    detail = "; ".join(parts)
+    return f"{change['op']:<18} {change['email']}" + (f": {detail}" if detail else "")
+
+
+def _value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(value) + "]"
+    if isinstance(value, str):
+        return repr(value) if value else "''"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def describe_plan(header: dict, records: Iterable[dict], limit: int | None = SHOWN,
+                  more: str = "--verbose lists all") -> str:
+    records = list(records)
+    changes = [r for r in records if r["type"] == "change"]
+    skips = [r for r in records if r["type"] == "skip"]  # links are not listed: nothing happens to them
+    summary = header.get("summary", {})
+    lines = [f"plan: {len(changes)} changes, {len(skips)} accounts left alone"]
+    for op, count in summary.get("changes", {}).items():
+        lines.append(f"  {op:<18} {count:>7}")
+    for reason, count in summary.get("skips", {}).items():
+        lines.append(f"  left alone: {reason} ({count})")
+    if summary.get("links"):
+        lines.append(f"  in sync, newly linked to their directory object in the account mapping: {summary['links']}")
+    if changes:
+        lines.append("changes:")
+        shown = changes if limit is None else changes[:limit]
+        lines.extend("  " + describe_change(c) for c in shown)
+        if len(shown) < len(changes):
+            lines.append(f"  … and {len(changes) - len(shown)} more ({more})")
+    if skips:
+        lines.append("left alone:")
+        shown = skips if limit is None else skips[:limit]
+        lines.extend(f"  {s['reason']:<22} {s['email']}: {s['detail']}" for s in shown)
+        if len(shown) < len(skips):
+            lines.append(f"  … and {len(skips) - len(shown)} more")
+    lines.extend(describe_safety(header.get("safety", {})))
+    return "\n".join(lines)
+
+
+def describe_safety(safety: dict) -> list[str]:
+    if not safety:
+        return []
+    if safety.get("passed"):
+        return [f"safety: passed: {safety.get('destructive', 0)} of {safety.get('managed', 0)} managed accounts "
+                f"suspended, emptied or deleted (limits: {safety.get('max_suspend')} and "
+                f"{safety.get('max_suspend_percent'):g} %)"]
+    return ["safety: REFUSED: this plan must not be applied"] + [f"  - {r}" for r in safety.get("reasons", [])]
+
+
+# -- a plan or a run, as zivsync-report shows it ---------------------------------------------
+
+
+@dataclass
+class Report:
+    """What zivsync-report shows: a plan stream, or a run folder that zivsync run wrote.
+
+    ``summary`` is the run's summary.json (``{}`` when the run left none), None for a bare
+    plan. ``notes`` say what was missing or incomplete in what was read: a report is most
+    wanted when a run went wrong, so it shows what there is instead of refusing. The counts
+    are worked out once, when first asked for: fill a Report before reading them.
+    """
+
+    source: str
+    summary: dict | None = None
+    plan_header: dict | None = None
+    changes: list[dict] = field(default_factory=list)
+    skips: list[dict] = field(default_factory=list)
+    results: list[dict] = field(default_factory=list)
+    results_header: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_run(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def title(self) -> str:
+        if self.is_run:
+            return f"run {self.summary.get('run') or Path(self.source).name}"
+        return f"plan {self.source}"
+
+    @property
+    def safety(self) -> dict:
+        if self.plan_header is not None:
+            return self.plan_header.get("safety") or {}
+        return ((self.summary or {}).get("plan") or {}).get("safety") or {}
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.safety) and self.safety.get("passed") is not True
+
+    @property
+    def outcome(self) -> str:
+        """One word, as zivsync run's summary says it: ok, pending, partial, refused, … ."""
+        if self.is_run:
+            return self.summary.get("outcome") or "unknown"
+        if self.refused:
+            return "refused"
+        return "pending" if self.changes else "ok"
+
+    @property
+    def message(self) -> str:
+        if self.is_run and self.summary.get("message"):
+            return self.summary["message"]
+        if self.refused:
+            return "refused by the safety checks: " + "; ".join(self.safety.get("reasons") or ["no reason given"])
+        if self.plan_header is None:
+            return "no plan"
+        return f"{_count(len(self.changes), 'change')} to review" if self.changes else "nothing to change"
+
+    @property
+    def severity(self) -> str:
+        """good, warn or bad: the colour of the outcome."""
+        if self.refused:
+            return "bad"
+        severity = SEVERITY.get(self.outcome, "warn")  # an outcome we do not know: worth a look
+        return "warn" if severity == "good" and (self.failures or self.notes) else severity
+
+    @cached_property
+    def counts_by_op(self) -> dict[str, int]:
+        return _in_op_order(Counter(change["op"] for change in self.changes))
+
+    @cached_property
+    def counts_by_domain(self) -> dict[str, dict[str, int]]:
+        """Changes by the domain of the account's address, then by op; most changed domain first."""
+        domains: dict[str, Counter] = {}
+        for change in self.changes:
+            domains.setdefault(domain_of(change["email"]), Counter())[change["op"]] += 1
+        ranked = sorted(domains.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+        return {domain: _in_op_order(ops) for domain, ops in ranked}
+
+    @cached_property
+    def counts_by_status(self) -> dict[str, int]:
+        counts = Counter(result["status"] for result in self.results)
+        return {status: counts[status] for status in STATUS_ORDER if counts[status]}
+
+    @cached_property
+    def failures(self) -> list[dict]:
+        return [result for result in self.results if result["status"] in PROBLEMS]
+
+    @property
+    def application(self) -> str | None:
+        """Whether the plan reached Zivver, in words (None when nothing says)."""
+        if self.results_header is not None:
+            return "applied to Zivver (--apply)"
+        if not self.is_run or "apply" not in self.summary:
+            return None
+        if self.summary["apply"]:
+            return "not applied: the run was to apply the plan (--apply) but ended before zivsync push"
+        return "a dry run: nothing was sent to Zivver"
+
+    def result_of(self, change: dict) -> dict | None:
+        """The result push wrote for this change, if it got that far."""
+        return self._results_by_change.get(change["id"])
+
+    @cached_property
+    def _results_by_change(self) -> dict[str, dict]:
+        return {result["change_id"]: result for result in self.results}
+
+
+def domain_of(email: str) -> str:
+    return email.rpartition("@")[2]
+
+
+def _in_op_order(counts: Counter) -> dict[str, int]:
+    """Counts in the order push applies the ops (the order the plan's summary uses)."""
+    known = [op for op in OP_ORDER if counts[op]]
+    return {op: counts[op] for op in known + sorted(set(counts) - set(known))}
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def load(path: str | Path) -> Report:
+    """A plan stream file (``-`` for standard input) or a run folder of zivsync run.
+
+    Streams are read with the reader every stage uses (UTF-8 or UTF-16, every record checked
+    against its schema); anything unreadable is a ZivsyncError naming the file (and line).
+    """
+    if str(path) != "-" and Path(path).is_dir():
+        return _load_run(Path(path))
+    if str(path) != "-" and not Path(path).exists():
+        raise ZivsyncError(f"{path}: no such plan file or run folder")
+    report = Report(source=str(path))
+    _read_plan(report, path)
+    if report.plan_header is None:
+        raise ZivsyncError(f"{path}: is empty: not a plan stream")
+    return report
+
+
+def _load_run(folder: Path) -> Report:
+    summary, plan, results = folder / "summary.json", folder / "plan.jsonl", folder / "results.jsonl"
+    if not summary.exists() and not plan.exists():
+        raise ZivsyncError(f"{folder}: not a run folder of zivsync run (it has neither summary.json nor plan.jsonl)")
+    report = Report(source=str(folder), summary=_read_summary(summary) if summary.exists() else {})
+    if not summary.exists():
+        report.notes.append(f"{summary} is missing: the run ended before it could write it")
+    if plan.exists():
+        _read_plan(report, plan)
+    elif report.summary.get("plan") is not None:
+        report.notes.append(f"{plan} is missing, though the summary says the run made a plan")
+    if results.exists():
+        report.results_header, records, reasons = _read_stream(results, "results")
+        report.results = records
+        report.notes.extend(reasons)
+    elif report.summary.get("results") is not None:
+        report.notes.append(f"{results} is missing, though the summary says the plan was applied")
+    return report
+
+
+def _read_summary(path: Path) -> dict:
+    try:
+        summary = orjson.loads(path.read_bytes())
+    except OSError as error:
+        raise ZivsyncError(f"{path}: cannot read: {error.strerror}") from None
+    except orjson.JSONDecodeError as error:
+        raise ZivsyncError(f"{path}:{error.lineno}: is not valid JSON ({error.msg})") from None
+    if not isinstance(summary, dict):
+        raise ZivsyncError(f"{path}: is not a JSON object")
+    return summary
+
+
+def _read_plan(report: Report, path: str | Path) -> None:
+    report.plan_header, records, reasons = _read_stream(path, "plan")
+    report.changes = [r for r in records if r["type"] == "change"]
+    report.skips = [r for r in records if r["type"] == "skip"]  # links change nothing: not shown
+    report.notes.extend(reasons)
+
+
+def _read_stream(path: str | Path, kind: str) -> tuple[dict | None, list[dict], list[str]]:
+    """The first header, the records and what makes the stream incomplete."""
+    try:
+        with _opened(path) as source:
+            reader = StreamReader([source], [kind])
+            records = list(reader)
+    except StreamError as error:
+        raise ZivsyncError(str(error)) from None
+    header = reader.headers[0] if reader.headers else None
+    return header, records, reader.incomplete_reasons if header else [f"{path}: is empty"]
+
+
+@contextlib.contextmanager
+def _opened(path: str | Path) -> Iterator[Input]:
+    source = Input.open(path)
+    try:
+        yield source
+    finally:
+        if str(path) != "-":
+            source.handle.close()
+
+
+# -- the terminal text -----------------------------------------------------------------------
+
+
+def describe_report(report: Report, limit: int | None = SHOWN) -> str:
+    """The report as text: the run (its stages), the plan, the results, the safety check."""
+    lines = [f"{report.title}: {report.outcome.upper()}: {report.message}"]
+    lines += _describe_run(report) if report.is_run else _describe_origin(report.plan_header or {})
+    lines += [f"warning: {note}" for note in report.notes]
+    if report.plan_header is not None:
+        without_safety = {**report.plan_header, "safety": {}}  # said last, after the results
+        lines.append(describe_plan(without_safety, report.changes + report.skips, limit, more="--all lists all"))
+    else:
+        lines.append("no plan: the run stopped before zivsync diff")
+    lines += _describe_results(report)
+    lines += describe_safety(report.safety)
+    return "\n".join(lines)
+
+
+def _describe_run(report: Report) -> list[str]:
+    summary = report.summary
+    lines = [f"  folder {report.source}"]
+    when = ", ".join(part for part in (
+        f"started {summary['started']}" if summary.get("started") else "",
+        f"ended {summary['ended']}" if summary.get("ended") else "",
+        seconds(summary.get("seconds")),
+        f"exit code {summary['exit_code']}" if summary.get("exit_code") is not None else "") if part)
+    if when:
+        lines.append(f"  {when}")
+    if report.application:
+        lines.append(f"  {report.application}")
+    if summary.get("config"):
+        digest = f" (sha256 {summary['config_sha256'][:12]}…)" if summary.get("config_sha256") else ""
+        lines.append(f"  config {summary['config']}{digest}")
+    stages = summary.get("stages") or []
+    if stages:
+        lines.append("stages:")
+        for stage in stages:
+            lines += _describe_stage(stage)
+    return lines
+
+
+def _describe_origin(header: dict) -> list[str]:
+    if not header:
+        return []
+    made = f"  made by {header.get('producer', '?')} at {header.get('created', '?')}"
+    if header.get("desired_complete") is False:
+        made += " from an INCOMPLETE desired stream: nobody is suspended on its account"
+    return [made]
+
+
+def _describe_stage(stage: dict) -> list[str]:
+    exit_code = stage.get("exit_code")
+    parts = [f"{stage.get('name', '?'):<18}", "did not finish" if exit_code is None else f"exit {exit_code:<3}",
+             f"{seconds(stage.get('seconds')):>9}"]
+    if stage.get("records") is not None:
+        parts.append(f"{stage['records']} records")
+    if stage.get("complete") is False:
+        parts.append("INCOMPLETE")
+    if stage.get("output"):
+        parts.append(f"→ {stage['output']}")
+    lines = ["  " + "  ".join(parts)]
+    if stage.get("command"):
+        lines.append(f"      {stage['command']}")
+    return lines
+
+
+def seconds(value) -> str:
+    return f"{value:.1f} s" if isinstance(value, (int, float)) else ""
+
+
+def _describe_results(report: Report) -> list[str]:
+    if not report.results and report.results_header is None:
+        return []
+    counts = ", ".join(f"{n} {status}" for status, n in report.counts_by_status.items()) or "none"
+    lines = [f"results: {counts}"]
+    lines += [f"  {r['status']:<8} {describe_result(r)}" for r in report.failures]
+    return lines
+
+
+def describe_result(result: dict) -> str:
+    """The op, the account, the HTTP status and Zivver's message of one result."""
+    http = f" (HTTP {result['http_status']})" if result.get("http_status") else ""
+    message = f": {result['message']}" if result.get("message") else ""
+    return f"{result['op']:<18} {result['email']}{http}{message}"

@@ -1,0 +1,474 @@
+"""zivsync-report: a plan or a run folder, as text on the terminal and as one HTML page.
+
+The run folders here are built by hand the way zivsync run writes them (summary.json, the
+plan, the results), from the golden plan; the HTML page is checked as text, and once as a
+person sees it: rendered by a headless Chromium, its DOM and its screenshot.
+"""
+
+from __future__ import annotations
+
+import collections
+import html.parser
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from conftest import need
+from helpers import ROOT, jsonl, read_jsonl, run, segment, write_stream
+from stages import htmlreport, reporting
+from stages.cli import ExitStatus, ZivsyncError
+
+GOLDEN_PLAN = ROOT / "tests" / "golden" / "plan.jsonl"
+RUN_ID = "20261127T013304Z"
+
+
+# -- building plans and run folders ---------------------------------------------------------------
+
+
+def golden() -> tuple[dict, list[dict]]:
+    """The golden plan's header and records (changes, links, skips)."""
+    lines = read_jsonl(GOLDEN_PLAN)
+    return lines[0], lines[1:-1]
+
+
+def write_plan(path: Path, header: dict, records: list[dict]) -> Path:
+    extra = {k: v for k, v in header.items() if k not in ("type", "stream", "version", "producer", "created")}
+    return write_stream(path, "plan", records, **extra)
+
+
+def change(email: str, op: str = "update_user", number: int = 0, **fields) -> dict:
+    """A valid change record; ``fields`` are (before, after) pairs."""
+    return {"type": "change", "id": f"{number:016x}", "op": op, "kind": "functional" if "functional" in op else "user",
+            "email": email, "zivver_id": None if op.startswith("create_") else f"z-{number}",
+            "before": {name: pair[0] for name, pair in fields.items() if pair[0] is not None},
+            "after": {name: pair[1] for name, pair in fields.items()}}
+
+
+def result(change: dict, status: str = "applied", message: str | None = None, http: int | None = None) -> dict:
+    return {"type": "result", "change_id": change["id"], "op": change["op"], "kind": change["kind"],
+            "email": change["email"], "zivver_id": change["zivver_id"], "status": status,
+            "http_status": http, "message": message, "requests": 1}
+
+
+def stage(name: str, exit_code: int | None = 0, seconds: float = 1.5, output: str | None = None, **extra) -> dict:
+    return {"name": name, "command": f"zivsync {name} --config /srv/zivsync/zivsync.toml", "exit_code": exit_code,
+            "started": "2026-11-27T01:33:04Z", "seconds": seconds, "output": output, **extra}
+
+
+def summary(**changes) -> dict:
+    return {"run": RUN_ID, "producer": "zivsync run 0.1.0", "config": "/srv/zivsync/zivsync.toml",
+            "config_sha256": "ab" * 32, "apply": True, "started": "2026-11-27T01:33:04Z",
+            "ended": "2026-11-27T01:34:10Z", "seconds": 66.1, "exit_code": 0, "outcome": "ok",
+            "message": "12 changes applied", **changes}
+
+
+FAILED_EMAIL = "n.kowalski@fabrikam.example"
+CONFLICT_EMAIL = "r.smit@fabrikam.example"
+
+
+def applied_run(folder: Path) -> Path:
+    """A run that applied the golden plan: one create failed, one update conflicted."""
+    folder.mkdir(parents=True)
+    header, records = golden()
+    write_plan(folder / "plan.jsonl", header, records)
+    results = []
+    for record in records:
+        if record["type"] != "change":
+            continue
+        if record["email"] == FAILED_EMAIL:
+            results.append(result(record, "failed", "Zivver answered 500: Internal Server Error", 500))
+        elif record["email"] == CONFLICT_EMAIL:
+            results.append(result(record, "conflict", "the account changed since the plan was made: delegates"))
+        else:
+            results.append(result(record))
+    write_stream(folder / "results.jsonl", "results", results, plan=[{"name": "plan.jsonl", "sha256": "0" * 64}],
+                 zivver={"url": "https://app.zivver.com/api/scim/v2"}, resumed_from=None)
+    stages = [stage("extract-ldap", output="directory-ldap.jsonl", records=2512, complete=True, seconds=5.2),
+              stage("extract-exchange", output="directory-exchange.jsonl", records=310, complete=True),
+              stage("normalize", output="desired.jsonl", records=48),
+              stage("snapshot", output="current.jsonl", records=50),
+              stage("diff", output="plan.jsonl", records=22),
+              stage("push", exit_code=2, output="results.jsonl", records=12, seconds=11.0)]
+    (folder / "summary.json").write_bytes(orjson.dumps(summary(
+        exit_code=2, outcome="partial", message="10 changes applied, 1 failed, 1 conflict", stages=stages,
+        plan={"changes": header["summary"]["changes"], "skips": header["summary"]["skips"], "safety": header["safety"]},
+        results={"applied": 10, "failed": 1, "conflict": 1})))
+    return folder
+
+
+def refused_run(folder: Path) -> Path:
+    """A run whose plan failed its safety check: nothing applied."""
+    folder.mkdir(parents=True)
+    header, records = golden()
+    safety = {**header["safety"], "passed": False, "max_suspend": 1,
+              "reasons": ["3 accounts would be suspended, emptied or deleted: more than --max-suspend 1"]}
+    write_plan(folder / "plan.jsonl", {**header, "safety": safety}, records)
+    (folder / "summary.json").write_bytes(orjson.dumps(summary(
+        exit_code=3, outcome="refused", message="diff refused the plan: 3 suspensions, more than 1",
+        stages=[stage("extract-ldap"), stage("normalize"), stage("snapshot"), stage("diff", exit_code=3)],
+        plan={"safety": safety}, results=None)))
+    return folder
+
+
+# -- the library: load and describe ----------------------------------------------------------------
+
+
+def test_a_plan_counts_its_changes_by_op_and_by_domain():
+    report = reporting.load(GOLDEN_PLAN)
+    header, _ = golden()
+    assert not report.is_run and report.title == f"plan {GOLDEN_PLAN}"
+    assert report.counts_by_op == header["summary"]["changes"]
+    assert report.counts_by_domain == {
+        "fabrikam.example": {"create_user": 1, "update_user": 3, "reactivate_user": 1, "suspend_user": 2,
+                             "empty_functional": 1},
+        "fabrikam.nl": {"create_user": 1, "create_functional": 1, "update_functional": 1, "rename_user": 1},
+    }
+    assert len(report.skips) == 2 and report.results == [] and report.failures == []
+    assert (report.outcome, report.severity, report.message) == ("pending", "warn", "12 changes to review")
+
+
+def test_a_plan_is_described_as_diff_describes_it_then_the_safety_check():
+    text = reporting.describe_report(reporting.load(GOLDEN_PLAN), limit=3)
+    lines = text.splitlines()
+    assert lines[0] == f"plan {GOLDEN_PLAN}: PENDING: 12 changes to review"
+    assert "plan: 12 changes, 2 accounts left alone" in lines
+    assert "  … and 9 more (--all lists all)" in lines
+    assert lines[-1].startswith("safety: passed: 3 of 48 managed accounts")
+    every = reporting.describe_report(reporting.load(GOLDEN_PLAN), limit=None)
+    assert "more (--all" not in every and "  empty_functional   marketing@fabrikam.example: delegates " \
+        "-chloe.dubois@fabrikam.example -i.halvorsen@fabrikam.example" in every
+
+
+def test_a_plan_that_powershell_wrote_as_utf16_reads_the_same(tmp_path):
+    utf16 = tmp_path / "plan.jsonl"
+    utf16.write_bytes(GOLDEN_PLAN.read_text(encoding="utf-8").replace("\n", "\r\n").encode("utf-16"))
+    assert reporting.load(utf16).changes == reporting.load(GOLDEN_PLAN).changes
+
+
+def test_an_applied_run_shows_its_stages_results_and_failures(tmp_path):
+    report = reporting.load(applied_run(tmp_path / RUN_ID))
+    assert report.is_run and report.title == f"run {RUN_ID}" and report.notes == []
+    assert (report.outcome, report.severity) == ("partial", "warn")
+    assert report.counts_by_status == {"applied": 10, "conflict": 1, "failed": 1}
+    assert [f["email"] for f in report.failures] == [FAILED_EMAIL, CONFLICT_EMAIL]
+    assert report.result_of(report.changes[0])["status"] == "failed"
+
+    text = reporting.describe_report(report)
+    lines = text.splitlines()
+    assert lines[0] == f"run {RUN_ID}: PARTIAL: 10 changes applied, 1 failed, 1 conflict"
+    assert "  started 2026-11-27T01:33:04Z, ended 2026-11-27T01:34:10Z, 66.1 s, exit code 2" in lines
+    assert "  applied to Zivver (--apply)" in lines
+    assert "  extract-ldap        exit 0        5.2 s  2512 records  → directory-ldap.jsonl" in lines
+    assert "      zivsync push --config /srv/zivsync/zivsync.toml" in lines
+    assert any(line.startswith("  push ") and "exit 2" in line for line in lines)
+    assert "results: 10 applied, 1 conflict, 1 failed" in lines
+    assert (f"  failed   create_user        {FAILED_EMAIL} (HTTP 500): Zivver answered 500: Internal Server Error"
+            in lines)
+    assert f"  conflict update_user        {CONFLICT_EMAIL}: the account changed since the plan was made: delegates" \
+        in lines
+    # the order a reader goes through it: the run, the plan, what happened, the safety check last
+    order = [text.index(marker) for marker in ("stages:", "plan: 12 changes", "results:", "safety: passed")]
+    assert order == sorted(order)
+
+
+def test_a_refused_run_says_so_with_the_reasons(tmp_path):
+    report = reporting.load(refused_run(tmp_path / RUN_ID))
+    assert (report.outcome, report.severity, report.refused) == ("refused", "bad", True)
+    text = reporting.describe_report(report)
+    assert text.splitlines()[0] == f"run {RUN_ID}: REFUSED: diff refused the plan: 3 suspensions, more than 1"
+    assert text.endswith("safety: REFUSED: this plan must not be applied\n"
+                         "  - 3 accounts would be suspended, emptied or deleted: more than --max-suspend 1")
+    assert "results:" not in text and "  diff                exit 3" in text
+    assert "  not applied: the run was to apply the plan (--apply) but ended before zivsync push" in text
+
+
+def test_a_dry_run_says_nothing_was_sent(tmp_path):
+    folder = refused_run(tmp_path / RUN_ID)
+    header, records = golden()
+    write_plan(folder / "plan.jsonl", header, records)
+    (folder / "summary.json").write_bytes(orjson.dumps(summary(apply=False, outcome="pending", message="12 changes")))
+    report = reporting.load(folder)
+    assert (report.outcome, report.severity, report.application) == (
+        "pending", "warn", "a dry run: nothing was sent to Zivver")
+    assert "  a dry run: nothing was sent to Zivver" in reporting.describe_report(report).splitlines()
+
+
+def test_a_refused_plan_alone_is_refused_too(tmp_path):
+    header, records = golden()
+    plan = write_plan(tmp_path / "plan.jsonl", {**header, "safety": {**header["safety"], "passed": False,
+                                                                     "reasons": ["too many"]}}, records)
+    report = reporting.load(plan)
+    assert (report.outcome, report.severity) == ("refused", "bad")
+    assert report.message == "refused by the safety checks: too many"
+
+
+def test_a_run_that_died_early_shows_what_there_is(tmp_path):
+    folder = tmp_path / RUN_ID
+    folder.mkdir()
+    (folder / "summary.json").write_bytes(orjson.dumps(
+        {"run": RUN_ID, "outcome": "unreachable", "message": "extract-ldap could not reach ldaps://dc1:636"}))
+    report = reporting.load(folder)
+    assert (report.outcome, report.severity, report.changes) == ("unreachable", "bad", [])
+    text = reporting.describe_report(report)
+    assert text.splitlines()[:3] == [f"run {RUN_ID}: UNREACHABLE: extract-ldap could not reach ldaps://dc1:636",
+                                     f"  folder {folder}", "no plan: the run stopped before zivsync diff"]
+    assert htmlreport.render(report).count("<svg") == 0
+
+
+def test_a_push_that_was_killed_leaves_results_that_are_shown_as_incomplete(tmp_path):
+    folder = applied_run(tmp_path / RUN_ID)
+    lines = (folder / "results.jsonl").read_bytes().splitlines(keepends=True)
+    (folder / "results.jsonl").write_bytes(b"".join(lines[:4]))  # the header and three results, no end
+    (folder / "summary.json").unlink()
+    report = reporting.load(folder)
+    assert len(report.results) == 3 and report.summary == {} and report.outcome == "unknown"
+    assert any("summary.json is missing" in note for note in report.notes)
+    assert any("has no end record" in note for note in report.notes)
+    assert "warning: " + report.notes[1] in reporting.describe_report(report).splitlines()
+
+
+def test_what_cannot_be_read_is_an_error_naming_the_file(tmp_path):
+    with pytest.raises(ZivsyncError, match=f"{tmp_path}: not a run folder"):
+        reporting.load(tmp_path)
+    (tmp_path / "summary.json").write_text('{"run": ')
+    with pytest.raises(ZivsyncError, match=r"summary.json:1: is not valid JSON"):
+        reporting.load(tmp_path)
+    (tmp_path / "summary.json").write_text('{"run": "x"}')
+    (tmp_path / "plan.jsonl").write_bytes(jsonl(segment("plan", [{"type": "change", "op": "create_user"}])))
+    with pytest.raises(ZivsyncError, match=r"plan.jsonl:2: change record: "):
+        reporting.load(tmp_path)
+    with pytest.raises(ZivsyncError, match="missing.jsonl: no such plan file or run folder"):
+        reporting.load(tmp_path / "missing.jsonl")
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+def test_the_command_prints_the_report_and_writes_the_page_atomically(tmp_path):
+    folder = applied_run(tmp_path / RUN_ID)
+    page = tmp_path / "ticket" / "report.html"
+    page.parent.mkdir()
+    done = run("zivsync-report", folder, "--html", page)
+    assert done.returncode == ExitStatus.OK, done.stderr
+    assert done.stdout.decode().splitlines()[0] == f"run {RUN_ID}: PARTIAL: 10 changes applied, 1 failed, 1 conflict"
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in page.parent.iterdir()] == ["report.html"]  # no temporary file left behind
+    assert f"wrote {page}" in done.stderr
+
+
+def test_the_command_reads_a_plan_from_standard_input_and_lists_all_with_all(tmp_path):
+    header, _ = golden()
+    changes = [change(f"user{n:02}@example.com", number=n, name=(f"Old {n}", f"New {n}")) for n in range(50)]
+    plan = jsonl(segment("plan", changes, **{k: header[k] for k in ("summary", "safety", "desired_complete")}))
+    shown = run("zivsync-report", "-", input=plan)
+    assert shown.returncode == 0, shown.stderr
+    assert "  … and 10 more (--all lists all)" in shown.stdout.decode()
+    every = run("zivsync-report", "-", "--all", input=plan).stdout.decode()
+    assert "user49@example.com: name 'Old 49' → 'New 49'" in every and "more (--all" not in every
+
+
+def test_a_missing_file_exits_1_naming_it(tmp_path):
+    done = run("zivsync-report", tmp_path / "nowhere.jsonl")
+    assert done.returncode == ExitStatus.ERROR and done.stdout == b""
+    assert f"{tmp_path / 'nowhere.jsonl'}: no such plan file or run folder" in done.stderr
+
+
+def test_a_garbage_file_exits_1_naming_the_file_and_line(tmp_path):
+    garbage = tmp_path / "plan.jsonl"
+    garbage.write_bytes(jsonl(segment("plan", [])).replace(b'{"type":"end"', b'{"type":"end" oops'))
+    done = run("zivsync-report", garbage, "--html", tmp_path / "report.html")
+    assert done.returncode == ExitStatus.ERROR
+    assert f"{garbage}:2: is not valid JSON" in done.stderr
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_another_kind_of_stream_is_refused(tmp_path):
+    results = write_stream(tmp_path / "results.jsonl", "results", [])
+    done = run("zivsync-report", results)
+    assert done.returncode == ExitStatus.ERROR and "is a results stream, expected plan" in done.stderr
+
+
+# -- the HTML page -----------------------------------------------------------------------------------
+
+
+def test_untrusted_values_are_escaped_everywhere(tmp_path):
+    evil = "<script>alert(1)</script>@evil.example"
+    bad_domain = "ann@<b>bold</b>.example"
+    changes = [change(evil, "create_user", 1, name=(None, "<img src=x onerror=alert(2)>")),
+               change(bad_domain, number=2, name=("\"quoted\" & 'single'", "</td></tr></table>"))]
+    header, _ = golden()
+    report = reporting.Report(source="<i>plan</i>.jsonl", plan_header=header, changes=changes,
+                              results=[result(changes[0], "failed", "<script>alert(3)</script>", 400)],
+                              skips=[{"type": "skip", "email": evil, "reason": "excluded", "detail": "<b>x</b>"}])
+    page = htmlreport.render(report)
+    for raw in ("<script", "<img", "<b>bold", "<i>plan", "</td></tr></table>", "<b>x"):
+        assert raw not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;@evil.example" in page
+    assert "&lt;b&gt;bold&lt;/b&gt;.example" in page  # the domain, in the chart's label
+    assert "&quot;quoted&quot; &amp; &#x27;single&#x27;" in page
+
+
+def test_the_page_is_self_contained(tmp_path):
+    page = htmlreport.render(reporting.load(applied_run(tmp_path / RUN_ID)))
+    for fetching in ("<script", "src=", "href=", "url(", "@import", "<link", "<iframe"):
+        assert fetching not in page
+    assert "Content-Security-Policy" in page and "@media print" in page
+
+
+def test_the_domain_chart_shows_the_15_busiest_domains_and_the_rest_as_other():
+    changes = [change(f"u{n}@d{n % 40:02}.example", number=n) for n in range(400 + 15)]  # d00..d14: 11 each
+    report = reporting.Report(source="plan.jsonl", plan_header={}, changes=changes)
+    rows = htmlreport.domain_rows(report)
+    assert [name for name, _ in rows] == [f"d{n:02}.example" for n in range(15)] + ["other (25 domains)"]
+    assert rows[-1][1] == {"update_user": 250} and sum(sum(c.values()) for _, c in rows) == len(changes)
+    one = reporting.Report(source="plan.jsonl", plan_header={}, changes=changes[:1])
+    assert htmlreport.domain_rows(one) == [("d00.example", {"update_user": 1})]
+    chart = htmlreport.render(report).split('id="chart-domains"')[1].split("</figure>")[0]
+    assert "d14.example" in chart and "d15.example" not in chart
+
+
+def test_a_plan_of_10000_changes_makes_a_page_of_a_few_megabytes():
+    ops = ["create_user", "update_user", "suspend_user", "update_functional", "rename_user"]
+    changes = [change(f"person.number{n}@site{n % 60}.fabrikam.example", ops[n % 5], n,
+                      name=(None if n % 5 == 0 else f"Person {n}", f"Person Number {n}"),
+                      delegates=(["a@fabrikam.example"], ["a@fabrikam.example", "b@fabrikam.example"]))
+               for n in range(10_000)]
+    page = htmlreport.render(reporting.Report(source="plan.jsonl", plan_header={}, changes=changes))
+    assert 1_000_000 < len(page.encode()) < 6_000_000
+    assert page.count("<tr><td class=\"n\">") == 10_000
+
+
+# -- the page as a person sees it, in a real browser ---------------------------------------------------
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium on a file: as root it needs --no-sandbox; its profile is the test's own."""
+    return subprocess.run(
+        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+         f"--user-data-dir={profile}", "--window-size=1280,2000", *args, page.as_uri()],
+        capture_output=True, timeout=60, check=True)
+
+
+class Seen(html.parser.HTMLParser):
+    """From a DOM: the text a person reads, and each chart's bars and labels."""
+
+    def __init__(self):
+        super().__init__()
+        self.text: list[str] = []
+        self.bars: dict[str, list[dict]] = collections.defaultdict(list)
+        self.labels: dict[str, list[str]] = collections.defaultdict(list)
+        self.figure, self.hidden, self.label = None, 0, False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "figure":
+            self.figure = attrs.get("id")
+        elif tag in ("style", "title", "head"):
+            self.hidden += 1
+        elif tag == "rect" and attrs.get("class") == "bar":
+            self.bars[self.figure].append(attrs)
+        elif tag == "text":
+            self.label = attrs.get("class") == "label"
+
+    def handle_endtag(self, tag):
+        if tag in ("style", "title", "head"):
+            self.hidden -= 1
+        elif tag == "text":
+            self.label = False
+        elif tag == "figure":
+            self.figure = None
+
+    def handle_data(self, data):
+        if self.hidden:
+            return
+        self.text.append(data)
+        if self.label and data.strip():
+            self.labels[self.figure].append(data)
+
+
+def png_rows(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Width, height and the RGB rows of an 8-bit PNG, decoded with the standard library alone."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    chunks, at = collections.defaultdict(list), 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        chunks[kind].append(data[at + 8:at + 8 + length])
+        at += 12 + length
+    width, height, depth, colour, _, _, interlaced = struct.unpack(">IIBBBBB", chunks[b"IHDR"][0])
+    assert depth == 8 and colour in (2, 6) and not interlaced, "a PNG as Chromium writes it"
+    channels = 3 if colour == 2 else 4
+    stride = width * channels
+    raw = zlib.decompress(b"".join(chunks[b"IDAT"]))
+    assert len(raw) == height * (stride + 1)
+    rows, previous = [], bytearray(stride)
+    for y in range(height):
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        _unfilter(raw[y * (stride + 1)], line, previous, channels)
+        rows.append(bytes(b for i, b in enumerate(line) if i % channels < 3) if channels == 4 else bytes(line))
+        previous = line
+    return width, height, rows
+
+
+def _unfilter(kind: int, line: bytearray, above: bytearray, step: int) -> None:
+    """PNG's row filters undone in place (the PNG specification, section 9)."""
+    if kind == 0:
+        return
+    if kind == 2:
+        line[:] = bytes((a + b) & 255 for a, b in zip(line, above, strict=True))
+        return
+    for i in range(len(line)):
+        left = line[i - step] if i >= step else 0
+        upper_left = above[i - step] if i >= step else 0
+        if kind == 1:
+            line[i] = (line[i] + left) & 255
+        elif kind == 3:
+            line[i] = (line[i] + (left + above[i]) // 2) & 255
+        else:  # Paeth: the neighbour nearest to left + above - upper left, ties in that order
+            up = above[i]
+            guess = left + up - upper_left
+            to_left, to_up, to_upper_left = abs(guess - left), abs(guess - up), abs(guess - upper_left)
+            nearest = left if to_left <= to_up and to_left <= to_upper_left else up if to_up <= to_upper_left \
+                else upper_left
+            line[i] = (line[i] + nearest) & 255
+
+
+def rgb(colour: str) -> bytes:
+    return bytes.fromhex(colour.removeprefix("#"))
+
+
+def test_a_browser_shows_the_outcome_the_counts_and_the_charts(tmp_path):
+    need(CHROMIUM is not None, "Chromium", "as root: apt-get install -y chromium fonts-dejavu-core")
+    report = reporting.load(applied_run(tmp_path / RUN_ID))
+    page = tmp_path / "report.html"
+    page.write_text(htmlreport.render(report), encoding="utf-8")
+
+    seen = Seen()
+    seen.feed(chromium(page, tmp_path / "profile", "--dump-dom").stdout.decode("utf-8"))
+    text = " ".join(" ".join(seen.text).split())
+    for shown in (f"zivsync report: run {RUN_ID}", "PARTIAL 10 changes applied, 1 failed, 1 conflict",
+                  "create_user 2 1 0 1", "update_user 3 2 1 0", "total 12 10 1 1",
+                  "Zivver answered 500: Internal Server Error", "Changes (12)", "Left alone (2)",
+                  "passed: 3 of 48 managed accounts", "zivsync push --config /srv/zivsync/zivsync.toml"):
+        assert shown in text, shown
+    assert len(seen.bars["chart-ops"]) == len(report.counts_by_op) == 8
+    assert {b["data-op"]: int(b["data-count"]) for b in seen.bars["chart-ops"]} == report.counts_by_op
+    assert len(seen.bars["chart-domains"]) == sum(len(ops) for ops in report.counts_by_domain.values()) == 9
+    assert seen.labels["chart-domains"] == ["fabrikam.example", "fabrikam.nl"]
+
+    chromium(page, tmp_path / "profile", f"--screenshot={tmp_path / 'report.png'}")
+    width, height, rows = png_rows((tmp_path / "report.png").read_bytes())
+    assert (width, height) == (1280, 2000)
+    pixels = collections.Counter(row[x:x + 3] for row in rows for x in range(0, len(row), 3))
+    background, most = pixels.most_common(1)[0]
+    assert background == rgb("#ffffff") and most < 0.95 * width * height, "the page looks blank"
+    assert pixels[rgb("#fff8c5")] > 20_000, "no amber banner for a partial run"
+    for op in report.counts_by_op:  # every op's bar is on the screen in its colour
+        assert pixels[rgb(htmlreport.OP_COLOURS[op])] > 300, op
