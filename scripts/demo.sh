@@ -5,7 +5,8 @@
 #      (examples/fabrikam.ldif, as ldifde writes it), plan, then apply
 #   2. run again: nothing is left to do
 #   3. a day later the directory changed (a leaver, a new hire, a new delegate, an added alias):
-#      the next sync plans and applies exactly those
+#      the nightly job, `zivsync run`, plans (dry run), then applies exactly those
+#   5. the report of that last run, on the terminal and as HTML (demo-output/report.html)
 #   4. the safety nets: a broken stream is refused with its line number, a truncated one never
 #      yields a suspension
 set -euo pipefail
@@ -56,12 +57,26 @@ step "2. Run again right away: nothing is left to do"
 extract run2
 sync run2 "$out/run2/directory-ldap.jsonl" examples/directory-exchange.jsonl
 
-step "3. The next day: a leaver, a new hire, a new delegate, an added alias"
+step "3. The next day: a leaver, a new hire, a new delegate, an added alias. The nightly job as one command"
 python scripts/demo_change.py "$out/directory-next"
-next=("$out/directory-next/directory-ldap.jsonl" "$out/directory-next/directory-exchange.jsonl")
-sync run3 "${next[@]}"
-apply run3
-sync run4 "${next[@]}" 2>&1 | head -n 1
+# The nightly config: the directory streams made in step 3 (as a script of your own would make
+# them), the account mapping, the run folders beside it. Secrets stay in the environment.
+cat > "$out/nightly.toml" <<'TOML'
+claimed_domains = ["fabrikam.example", "fabrikam.nl"]
+state_dir = "state"
+
+[run]
+directories = ["directory-next/directory-ldap.jsonl", "directory-next/directory-exchange.jsonl"]
+
+[push]
+rate_limit = 1000
+rate_window = 1
+TOML
+show zivsync run --config "$out/nightly.toml"
+show zivsync run --config "$out/nightly.toml" -q --apply
+last=$(ls -d "$out"/runs/*/ | tail -n 1)
+last=${last%/}
+echo "the run folder: $(ls "$last" | tr '\n' ' ')"
 
 step "4a. A broken stream is refused with its line number"
 if zivsync-validate examples/directory-ldap-broken.jsonl; then
@@ -72,10 +87,14 @@ step "4b. A truncated directory stream never yields a suspension"
 zivsync-normalize -q -i examples/directory-ldap-truncated.jsonl -i examples/directory-exchange.jsonl \
     -o "$out/desired-truncated.jsonl"
 status=0
-zivsync-diff -q -i "$out/desired-truncated.jsonl" --current "$out/run4/current.jsonl" --state "$out/state" \
+zivsync-diff -q -i "$out/desired-truncated.jsonl" --current "$last/current.jsonl" --state "$out/state" \
     -o "$out/plan-truncated.jsonl" || status=$?
 suspensions=$(grep '"type":"change"' "$out/plan-truncated.jsonl" | grep -c '"op":"suspend_user"' || true)
 echo "diff exit code $status (3 = refused by a safety check); suspensions planned: $suspensions"
 [ "$status" -eq 3 ] && [ "$suspensions" -eq 0 ]
+
+step "5. The report of the last run, for people: on the terminal, and as a page to attach to a change ticket"
+show zivsync report "$last" --html "$out/report.html"
+echo "the HTML report: $out/report.html"
 
 step "Done: every stream of every run is in $out/"

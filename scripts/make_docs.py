@@ -57,7 +57,9 @@ def _toml_value(param: click.Option, context: click.Context) -> str:
     if isinstance(default, (int, float)) and not isinstance(default, bool):
         return repr(default)
     if default is None:
-        return '"FILE"' if isinstance(param.type, click.Path) else '"…"'
+        if isinstance(param.type, click.Path):
+            return '"FILE"' if param.type.file_okay else '"DIR"'
+        return '"…"'
     return json.dumps(str(default), ensure_ascii=False)
 
 
@@ -79,6 +81,8 @@ def sample_config() -> str:
              "# the *_file options name.", ""]
     for command in STAGES:
         context = click.Context(command, info_name=command.name)
+        if not cli._config_params(command):  # nothing a config file could set
+            continue
         lines += [f"[{cli.section_name(command)}]"]
         for name, param in cli._config_params(command).items():
             help_text = " ".join((param.help or "").split())

@@ -36,6 +36,10 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 ENV_PREFIX = "ZIVSYNC_"
 # Options that every stage has; they are not configuration, so the config file cannot set them.
 BASE_OPTIONS = {"config", "verbose", "quiet", "log_format", "inputs", "output"}
+# Options only a command line may give: writing to Zivver must be asked for where the job is
+# started, never switched on for good by a line in a config file; the others name one
+# invocation's own output.
+FLAG_ONLY = {"apply_", "version", "html_file", "show_all", "keep_files"}
 
 
 class ExitStatus(IntEnum):
@@ -130,7 +134,8 @@ def section_name(command: click.Command) -> str:
 
 
 def _config_params(command: click.Command) -> dict[str, click.Parameter]:
-    return {p.name: p for p in command.params if p.name not in BASE_OPTIONS and isinstance(p, click.Option)}
+    return {p.name: p for p in command.params
+            if p.name not in BASE_OPTIONS | FLAG_ONLY and isinstance(p, click.Option)}
 
 
 def config_defaults(data: dict, command: click.Command, path: Path) -> dict:
@@ -216,12 +221,38 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+_progress_shown = False
+
+
+class _AboveProgress(logging.Handler):
+    """Log lines printed above a progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import tqdm
+
+        tqdm.tqdm.write(self.format(record), file=sys.stderr)
+
+
 def setup_logging(prog: str, verbose: bool, quiet: bool, log_format: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    global _progress_shown
+    # Progress bars only for a person watching: a terminal, text logs, not --quiet. A scheduled
+    # job's log file or a pipe gets the log lines and nothing else.
+    _progress_shown = log_format == "text" and not quiet and bool(getattr(sys.stderr, "isatty", None)) \
+        and sys.stderr.isatty()
+    handler = _AboveProgress() if _progress_shown else logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter(prog) if log_format == "json" else _TextFormatter(prog))
     log.handlers[:] = [handler]
     log.propagate = False
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+
+
+def progress(label: str, total: int | None = None, unit: str = ""):
+    """A progress bar on stderr when a person is watching (see setup_logging), else a silent one:
+    ``with cli.progress("people read") as bar: bar.update()``."""
+    import tqdm  # imported only by the stages that show progress
+
+    return tqdm.tqdm(desc=label, total=total, unit=unit or " it", file=sys.stderr, disable=not _progress_shown,
+                     leave=False, dynamic_ncols=True, mininterval=0.25)
 
 
 # -- commands ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ incomplete, so that diff suspends nobody and empties no functional account on it
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from typing import Callable, Iterator
 
@@ -25,15 +26,13 @@ def write_directory(records: Iterator[dict], *, producer: str, header: dict, out
     except Exception as error:  # noqa: BLE001 (failure() decides what is the source's)
         raise failure(error) or error from None
     status = ExitStatus.OK
-    with open_output(output) as (handle, name):
+    with open_output(output) as (handle, name), cli.progress("records read", unit=" records") as bar:
         writer = StreamWriter(handle, "directory", producer, header, name)
         try:
-            for record in ([first] if first is not None else []):
+            for record in itertools.chain([first] if first is not None else [], records):
                 writer.write(record)
                 counts[record["type"]] += 1
-            for record in records:
-                writer.write(record)
-                counts[record["type"]] += 1
+                bar.update()
         except Exception as error:  # noqa: BLE001
             reported = failure(error)
             if reported is None:

@@ -6,11 +6,13 @@ import sys
 
 import click
 
-from . import (__version__, cli, diff, extract_exchange, extract_exo, extract_ldap, normalize, push, sandbox,
-               snapshot, validate)
+from . import (__version__, check, cli, diff, extract_exchange, extract_exo, extract_ldap, normalize, push, report,
+               run, sandbox, snapshot, validate)
 
-STAGES = [extract_ldap.command, extract_exo.command, extract_exchange.command, normalize.command,
-          diff.command, validate.command, snapshot.command, push.command, sandbox.command]
+# The nightly job and its tools first, then the stages in pipeline order
+STAGES = [run.command, check.command, report.command, extract_ldap.command, extract_exo.command,
+          extract_exchange.command, normalize.command, diff.command, validate.command, snapshot.command, push.command,
+          sandbox.command]
 
 
 @click.group(context_settings=cli.CONTEXT_SETTINGS, help="""Keep a Zivver organisation in step with its directory.
@@ -21,6 +23,9 @@ Run 'zivsync COMMAND --help' for the options and an example of each.
 
 \b
 Example:
+  zivsync check --config zivsync.toml           # can every source and Zivver be reached?
+  zivsync run --config zivsync.toml             # a dry run into runs/<UTC time>/
+  zivsync report runs/20261127T020000Z --html report.html
   zivsync normalize -i ldap.jsonl --claimed-domain example.com | zivsync diff --current current.jsonl ...
 """)
 @click.version_option(__version__, "--version", prog_name="zivsync", message="%(prog)s %(version)s")

@@ -92,16 +92,19 @@ class Client(HttpClient):
         it has totalResults or a page comes back empty, copes with a server that ignores paging."""
         found: dict[str, dict] = {}
         start = 1
-        while True:
-            page = self.request("GET", f"/{resource}", params={"startIndex": start, "count": PAGE_SIZE}) or {}
-            items = page.get("Resources") or []
-            before = len(found)
-            for item in items:
-                found[item["id"]] = item
-            total = page.get("totalResults", len(found))
-            if not items or len(found) >= total or len(found) == before:  # a server ignoring startIndex
-                return list(found.values())
-            start += len(items)
+        with cli.progress(f"{resource} read", unit=f" {resource.lower()}") as bar:
+            while True:
+                page = self.request("GET", f"/{resource}", params={"startIndex": start, "count": PAGE_SIZE}) or {}
+                items = page.get("Resources") or []
+                before = len(found)
+                for item in items:
+                    found[item["id"]] = item
+                total = page.get("totalResults", len(found))
+                bar.total = total
+                bar.update(len(found) - before)
+                if not items or len(found) >= total or len(found) == before:  # a server ignoring startIndex
+                    return list(found.values())
+                start += len(items)
 
     def find(self, resource: str, attribute: str, value: str) -> dict | None:
         page = self.request("GET", f"/{resource}", params={"filter": f'{attribute} eq "{value}"'}) or {}

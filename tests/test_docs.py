@@ -46,6 +46,9 @@ def test_the_sample_config_is_up_to_date_and_every_option_in_it_loads(tmp_path):
     data = tomllib.loads(active)
     path = tmp_path / "zivsync.toml"
     for command in STAGES:
+        if not cli._config_params(command):
+            assert cli.section_name(command) not in data
+            continue
         section = data[cli.section_name(command)]
         assert set(section) == set(cli._config_params(command)), command.name
         cli.config_defaults({cli.section_name(command): section}, command, path)  # raises on an unknown key

@@ -7,12 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from helpers import EXAMPLES, ROOT
 
-SCRIPTS = ["zivsync", "zivsync-normalize", "zivsync-diff", "zivsync-validate", "zivsync-snapshot", "zivsync-push",
-           "zivsync-sandbox"]
+SCRIPTS = list(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"])
 
 
 def test_installed_wheel_works_outside_the_checkout(tmp_path):

@@ -28,16 +28,20 @@ def test_every_command_and_option_the_script_uses_exists(script):
     calls = 0
     for line in script.read_text(encoding="utf-8").splitlines():
         code = line.split("#", 1)[0] if script.suffix in (".sh", ".ps1", ".service", ".example") else line
-        match = CALL.search(code)
-        if not match or match[1] in ("zivsync-nightly",):
-            continue
-        assert match[1] in COMMANDS, f"{script.name}: no command {match[1]}"
-        used = set(OPTION.findall(match[2]))
-        unknown = used - options_of(COMMANDS[match[1]])
-        assert not unknown, f"{script.name}: {match[1]} has no {sorted(unknown)}"
-        calls += 1
+        for segment in code.split("|"):  # each command of a pipeline
+            match = CALL.search(segment)
+            if not match or match[1] in ("zivsync-nightly",):
+                continue
+            assert match[1] in COMMANDS, f"{script.name}: no command {match[1]}"
+            used = set(OPTION.findall(match[2]))
+            unknown = used - options_of(COMMANDS[match[1]])
+            assert not unknown, f"{script.name}: {match[1]} has no {sorted(unknown)}"
+            calls += 1
+    text = script.read_text(encoding="utf-8")
     if script.suffix in (".sh", ".ps1", ".cmd") and script.stem == "zivsync-nightly":
-        assert calls >= 5  # the whole chain is there
+        assert re.search(r"zivsync-run .*--apply", text)  # the nightly job applies, through zivsync run
+    if script.stem == "zivsync-stages":
+        assert calls >= 6  # the whole chain, stage by stage
 
 
 def test_the_check_catches_an_option_that_does_not_exist():

@@ -1,13 +1,14 @@
-# The nightly sync, stage by stage, every stream kept in a dated folder (until `zivsync run`
-# does this in one command). Registered by Register-ZivsyncTask.ps1; by hand: .\zivsync-nightly.ps1
+# The nightly sync stage by stage, for those who want to see (or change) each step: what
+# `zivsync run` does in one command. By hand: .\zivsync-stages.ps1
 #
-# Streams go to files with -o, not through PowerShell pipes: Windows PowerShell 5.1 re-encodes
-# what passes between native programs (to UTF-16 with `>`), which zivsync reads, but files are
-# byte for byte what each stage wrote. PowerShell 7.4+ pipes bytes unchanged.
-# Secrets come from the environment of the task's account, or from files named in the config.
+# Streams are staged to files with -o, not passed through PowerShell pipes: Windows PowerShell 5.1
+# re-encodes what passes between native programs (and `>` writes UTF-16), which zivsync reads,
+# but files are byte for byte what each stage wrote. PowerShell 7.4+ pipes bytes unchanged, so
+# there a pipe works as well; both forms are below.
+# Secrets come from the environment of the account, or from files named in the config.
 $ErrorActionPreference = 'Stop'
 $config = if ($env:ZIVSYNC_CONFIG) { $env:ZIVSYNC_CONFIG } else { 'C:\ProgramData\zivsync\zivsync.toml' }
-$run = Join-Path 'C:\ProgramData\zivsync\runs' ((Get-Date).ToUniversalTime().ToString('yyyyMMddTHHmmssZ'))
+$run = Join-Path 'C:\ProgramData\zivsync\stages' ((Get-Date).ToUniversalTime().ToString('yyyyMMddTHHmmssZ'))
 New-Item -ItemType Directory -Force -Path $run | Out-Null
 $env:ZIVSYNC_CONFIG = $config
 
@@ -18,8 +19,16 @@ function Invoke-Stage([string] $Name, [string[]] $Arguments) {
 
 Invoke-Stage zivsync-extract-ldap @('-o', "$run\ldap.jsonl")
 Invoke-Stage zivsync-extract-exo @('-o', "$run\exo.jsonl")
-Invoke-Stage zivsync-normalize @('-i', "$run\ldap.jsonl", '-i', "$run\exo.jsonl", '-o', "$run\desired.jsonl")
 Invoke-Stage zivsync-snapshot @('-o', "$run\current.jsonl")
-# exit 3: a safety limit refused the plan; nothing is applied, the report is in the log
-Invoke-Stage zivsync-diff @('-i', "$run\desired.jsonl", '--current', "$run\current.jsonl", '-o', "$run\plan.jsonl")
-Invoke-Stage zivsync-push @('-i', "$run\plan.jsonl", '--apply', '-o', "$run\results.jsonl")
+if ($PSVersionTable.PSVersion -ge [version]'7.4') {
+    # PowerShell 7.4+: bytes pass through the pipe unchanged
+    zivsync-normalize -i "$run\ldap.jsonl" -i "$run\exo.jsonl" | zivsync-diff --current "$run\current.jsonl" -o "$run\plan.jsonl"
+    if ($LASTEXITCODE -ne 0) { throw "normalize | diff exited $LASTEXITCODE" }
+} else {
+    Invoke-Stage zivsync-normalize @('-i', "$run\ldap.jsonl", '-i', "$run\exo.jsonl", '-o', "$run\desired.jsonl")
+    # exit 3: a safety limit refused the plan; nothing is applied, the report is in the log
+    Invoke-Stage zivsync-diff @('-i', "$run\desired.jsonl", '--current', "$run\current.jsonl", '-o', "$run\plan.jsonl")
+}
+Invoke-Stage zivsync-report @("$run\plan.jsonl", '--html', "$run\plan.html")
+# Review plan.html, then apply:
+#   zivsync-push -i "$run\plan.jsonl" --apply -o "$run\results.jsonl"

@@ -1,0 +1,5 @@
+"""``python -m stages COMMAND …`` is ``zivsync COMMAND …``: how zivsync run starts its stages."""
+
+from .umbrella import main
+
+main()

@@ -1,0 +1,97 @@
+"""zivsync check: every configured connection tested, read-only, with what it found or lacks:
+against the Samba DC, the fake Exchange Online and a sandbox."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fake_microsoft import FakeMicrosoft, Tenant
+from helpers import API_KEY, EXAMPLES, Sandbox, read_jsonl, run
+from samba_dc import ADMIN_NT, ADMIN_PASSWORD, BASE_DN
+from stages.cli import ExitStatus
+
+CLAIMED = ("fabrikam.example", "fabrikam.nl")
+
+
+def check(config, *args, env=None):
+    return run("zivsync", "check", "--config", config, *args, env=env, timeout=300)
+
+
+@pytest.fixture
+def sandbox():
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "1000", claimed=CLAIMED) as server:
+        yield server
+
+
+def zivver_accounts(sandbox, tmp_path) -> list[dict]:
+    done = run("zivsync-snapshot", "-o", tmp_path / "snapshot.jsonl", env=sandbox.env)
+    assert done.returncode == 0
+    return [r for r in read_jsonl(tmp_path / "snapshot.jsonl") if r["type"] == "account"]
+
+
+def ldap_table(samba_dc, ca) -> str:
+    return f"""[extract-ldap]
+urls = ["{samba_dc.ldaps_url}"]
+base_dn = "{BASE_DN}"
+bind_dn = {json.dumps(ADMIN_NT)}
+ca_file = "{ca}"
+"""
+
+
+def test_every_connection_works_and_the_counts_are_shown(samba_dc, sandbox, tmp_path):
+    config = tmp_path / "zivsync.toml"
+    config.write_text(ldap_table(samba_dc, samba_dc.tls["ca"]), encoding="utf-8")
+    before = zivver_accounts(sandbox, tmp_path)
+    done = check(config, env=sandbox.env | {"ZIVSYNC_LDAP_PASSWORD": ADMIN_PASSWORD})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode().splitlines()
+    assert lines[0] == f"zivsync check: {config}"
+    ldap = next(line for line in lines if line.strip().startswith("ldap"))
+    zivver = next(line for line in lines if line.strip().startswith("zivver"))
+    assert " ok " in ldap and "people (" in ldap and " shared" in ldap and "groups" in ldap
+    users = sum(1 for a in before if a["kind"] == "user")
+    functional = sum(1 for a in before if a["kind"] == "functional")
+    assert " ok " in zivver and f"{users} personal and {functional} functional accounts" in zivver
+    assert zivver_accounts(sandbox, tmp_path) == before  # read-only
+    assert ADMIN_PASSWORD not in done.stderr and API_KEY not in done.stderr
+    assert not list(tmp_path.glob("zivsync-check-*"))  # nothing left behind
+
+
+def test_a_tls_problem_and_a_refused_key_are_named(samba_dc, sandbox, tmp_path):
+    config = tmp_path / "zivsync.toml"
+    config.write_text(ldap_table(samba_dc, samba_dc.tls["other_ca"]), encoding="utf-8")
+    done = check(config, env={"ZIVSYNC_LDAP_PASSWORD": ADMIN_PASSWORD, "ZIVSYNC_ZIVVER_URL": sandbox.url,
+                              "ZIVSYNC_ZIVVER_API_KEY": "not-the-key"})
+    assert done.returncode == ExitStatus.UNREACHABLE, done.stderr
+    out = done.stdout.decode()
+    ldap, problem = [line for line in out.splitlines() if line.strip().startswith("ldap")][0], out
+    assert "FAILED (exit 4)" in ldap and "TLS certificate verification failed" in problem
+    zivver = [line for line in out.splitlines() if line.strip().startswith("zivver")][0]
+    assert "FAILED (exit 4)" in zivver  # every connection is checked, not only up to the first failure
+    assert "401" in out or "refused" in out.lower()
+    assert "not-the-key" not in out and "not-the-key" not in done.stderr
+
+
+def test_a_missing_exchange_role_is_named(sandbox, tmp_path):
+    tenant = Tenant.generate(mailboxes=30, shared=6, groups=3, seed=5)
+    with FakeMicrosoft(tmp_path / "fake", tenant) as fake:
+        config = tmp_path / "zivsync.toml"
+        config.write_text(f"""[extract-exo]
+tenant = "{tenant.tenant_id}"
+client_id = "{fake.client_id}"
+authority_host = "{fake.url}"
+exchange_url = "{fake.exchange_url}"
+ca_file = "{fake.ca_file}"
+""", encoding="utf-8")
+        environment = sandbox.env | {"ZIVSYNC_EXO_CLIENT_SECRET": fake.client_secret}
+        good = check(config, env=environment)
+        assert good.returncode == 0, good.stderr
+        exo = [line for line in good.stdout.decode().splitlines() if line.strip().startswith("exo")][0]
+        assert f"{len(tenant.mailboxes)} people" in exo and "Full Access permissions" in exo
+        fake.tenant.app_roles = []
+        refused = check(config, env=environment)
+    assert refused.returncode == ExitStatus.UNREACHABLE
+    assert "Exchange.ManageAsApp" in refused.stdout.decode()
+    assert fake.client_secret not in refused.stdout.decode() + refused.stderr
