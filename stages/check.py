@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 import orjson
 
-from . import cli
-from .cli import ExitStatus, option
-from .running import SOURCES, Step, make_settings, spawn
+from . import cli, mail
+from .cli import ExitStatus, ZivsyncError, option
+from .running import SOURCES, Step, is_problem, make_settings, spawn
 
 HELP = """Test each configured source and Zivver, read-only, and print what was found.
 
@@ -24,8 +24,9 @@ folder that is removed afterwards, and prints per connection: whether it worked,
 (people by mailbox kind, groups, Full Access permissions, objects that could not be read;
 Zivver's personal and functional accounts), and otherwise the error: the server that could
 not be reached, the certificate that did not verify, the password refused, the permission
-or role the account lacks. Nothing is written to Zivver. Exit 0 when every connection works,
-else the first failing one's exit code (4: could not reach or sign in).
+or role the account lacks. With --mail-to, also the SMTP server the report is mailed through
+(connected, TLS verified, signed in; no mail sent). Nothing is written to Zivver. Exit 0 when
+every connection works, else the first failing one's exit code (4: could not reach or sign in).
 
 \b
 Example:
@@ -38,43 +39,58 @@ Example:
         help="Check this source (repeatable). Default: every source with a table in the config file.")
 @click.option("--keep-files", type=click.Path(file_okay=False), metavar="DIR",
               help="Keep the streams read in this folder instead of removing them.")
-def command(sources, keep_files):
+@mail.mail_options
+def command(sources, keep_files, **mail_options):
     params = click.get_current_context().params
-    settings = make_settings(params, False, sources, None, 0, 0.0)
+    settings = make_settings(params, sources=sources, need_source=False)
+    mailing = mail.settings_from_options(**mail_options)
     common = ("--config", str(settings.config)) + settings.stage_options
-    with tempfile.TemporaryDirectory(prefix="zivsync-check-") as temporary:
+    # ignore_cleanup_errors: on Windows a virus scanner may still hold a file; the check is done
+    with tempfile.TemporaryDirectory(prefix="zivsync-check-", ignore_cleanup_errors=True) as temporary:
         folder = Path(keep_files).resolve() if keep_files else Path(temporary)
         folder.mkdir(parents=True, exist_ok=True)
         checks = [(source, Step(SOURCES[source], common + ("-o", str(folder / f"directory-{source}.jsonl")),
                                 f"directory-{source}.jsonl")) for source in settings.sources]
         checks.append(("zivver", Step("snapshot", common + ("-o", str(folder / "current.jsonl")), "current.jsonl")))
-        worst = ExitStatus.OK
         click.echo(f"zivsync check: {settings.config}")
-        for label, step in checks:
-            code = _check(label, step, folder, echo=bool(params.get("verbose")))
-            worst = worst or code
-    return worst
+        codes = [_check(label, step, folder, echo=bool(params.get("verbose"))) for label, step in checks]
+        if mailing is not None:
+            codes.append(_check_mail(mailing))
+    # every connection is checked, not only up to the first that fails; the first failure's code
+    return next((code for code in codes if code), ExitStatus.OK)
 
 
 def _check(label: str, step: Step, folder: Path, echo: bool) -> int:
+    output = folder / step.output
+    output.unlink(missing_ok=True)  # a --keep-files folder's stream of last time is not this one's
     log = io.BytesIO()
     begun = time.monotonic()
-    code = spawn(step, folder, log, echo=echo)
+    code = spawn(step, log, echo=echo)
     seconds = time.monotonic() - begun
-    output = folder / step.output
     found = describe_counts(label, output) if output.exists() else ""
-    state = "ok" if code == 0 else f"FAILED (exit {code})"
-    click.echo(f"  {label:<9} {state:<16} {found}{'; ' if found else ''}{seconds:.1f} s")
-    for line in _problems(log.getvalue()):
-        click.echo(f"            {line}")
+    _line(label, code, f"{found}{'; ' if found else ''}{seconds:.1f} s")
+    for line in log.getvalue().splitlines():
+        if is_problem(line):
+            click.echo(f"            {line.decode('utf-8', 'replace')}")
     return code
 
 
-def _problems(log: bytes) -> list[str]:
-    """The stage's errors and warnings: what a person needs to fix the connection."""
-    lines = log.decode("utf-8", "replace").splitlines()
-    return [line for line in lines if ": error: " in line or ": warning: " in line
-            or '"level":"error"' in line or '"level":"warning"' in line]
+def _check_mail(mailing: mail.MailSettings) -> int:
+    """The SMTP server the report is mailed through: connected, TLS verified, signed in."""
+    try:
+        mail.send(mailing, None)
+    except ZivsyncError as error:
+        _line("mail", error.status, "")
+        click.echo(f"            {error}")
+        return error.status
+    _line("mail", 0, f"{mailing.host}:{mailing.port}, {mailing.security}"
+                     + (f", signed in as {mailing.username}" if mailing.username else ""))
+    return 0
+
+
+def _line(label: str, code: int, found: str) -> None:
+    state = "ok" if code == 0 else f"FAILED (exit {code})"
+    click.echo(f"  {label:<9} {state:<16} {found}")
 
 
 def describe_counts(label: str, path: Path) -> str:

@@ -39,7 +39,7 @@ BASE_OPTIONS = {"config", "verbose", "quiet", "log_format", "inputs", "output"}
 # Options only a command line may give: writing to Zivver must be asked for where the job is
 # started, never switched on for good by a line in a config file; the others name one
 # invocation's own output.
-FLAG_ONLY = {"apply_", "version", "html_file", "show_all", "keep_files"}
+FLAG_ONLY = {"apply_", "resume", "version", "html_file", "show_all", "keep_files"}
 
 
 class ExitStatus(IntEnum):
@@ -268,6 +268,7 @@ def stage(name: str, help: str, *, batch: bool = True) -> Callable[[Callable], c
     def decorate(func: Callable) -> click.Command:
         @functools.wraps(func)
         def callback(verbose: bool, quiet: bool, log_format: str, config: str | None, **kwargs):
+            _utf8_text_output()
             setup_logging(name, verbose, quiet, log_format)
             # A stage is a short batch job holding 100,000s of objects without cycles: the cyclic
             # collector would walk them all again and again for nothing (a quarter of the run time).
@@ -299,6 +300,15 @@ def stage(name: str, help: str, *, batch: bool = True) -> Callable[[Callable], c
     return decorate
 
 
+def _utf8_text_output() -> None:
+    """Text on stdout and stderr in UTF-8 when redirected: Windows would use its ANSI code page,
+    in which 'before → after' cannot be written at all. (A console shows Unicode either way.)"""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and hasattr(stream, "reconfigure") and not stream.isatty() \
+                and (stream.encoding or "").lower().replace("-", "") != "utf8":
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+
+
 def run(command: click.Command, args: list[str] | None = None, prog: str | None = None) -> int:
     """Run a command the way every executable does, turning errors into exit codes."""
     prog = prog or command.name
@@ -310,19 +320,28 @@ def run(command: click.Command, args: list[str] | None = None, prog: str | None 
         error.show()
         return ExitStatus.ERROR
     except click.Abort:
-        click.echo(f"{prog}: aborted", err=True)
+        _error(prog, "aborted")
         return ExitStatus.ERROR
     except StreamError as error:
         for problem in error.problems:
-            click.echo(f"{prog}: error: {problem}", err=True)
+            _error(prog, str(problem))
         return ExitStatus.ERROR
     except ZivsyncError as error:
-        click.echo(f"{prog}: error: {error}", err=True)
+        _error(prog, str(error))
         return error.status
     except KeyboardInterrupt:
-        click.echo(f"{prog}: interrupted", err=True)
+        _error(prog, "interrupted")
         return 130
     return ExitStatus.OK if result is None else int(result)
+
+
+def _error(prog: str, message: str) -> None:
+    """The error that ends a command, in the command's log format once logging is set up (a JSON
+    log must not end in a line a log shipper cannot read), else as plain text."""
+    if log.handlers:
+        log.error("%s", message)
+    else:
+        click.echo(f"{prog}: error: {message}", err=True)
 
 
 def _silence_stdout() -> None:

@@ -92,12 +92,14 @@ footer { margin-top: 2.5rem; color: var(--muted); font-size: .85rem; }
 POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; base-uri 'none'"
 
 
-def render(report: Report) -> str:
-    """The whole page for a report."""
+def render(report: Report, limit: int | None = None) -> str:
+    """The whole page for a report; with ``limit``, only the first so many changes and skipped
+    accounts are listed (a mail must stay small: the run folder's report.html has them all)."""
     sections = [
         _heading(report), _banner(report), _notes(report), _facts(report), _stages(report),
         # what needs someone's attention first, then the whole picture, then every detail
-        _failures(report), _safety(report), _overview(report), _changes(report), _skips(report), _footer(report),
+        _failures(report), _safety(report), _overview(report), _changes(report, limit), _skips(report, limit),
+        _footer(report),
     ]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -320,7 +322,7 @@ def _safety(report: Report) -> str:
     if reasons:
         body += "<ul>\n" + "".join(f"<li>{e(r.removeprefix('  - '))}</li>\n" for r in reasons) + "</ul>\n"
     if safety.get("withheld"):
-        body += (f"<p>{safety['withheld']} suspensions, emptyings or deletions were withheld: the directory "
+        body += (f"<p>{e(safety['withheld'])} suspensions, emptyings or deletions were withheld: the directory "
                  "was read incompletely.</p>\n")
     return _section("Safety check", body, "safety")
 
@@ -339,14 +341,15 @@ def _failures(report: Report) -> str:
         f"<th>Zivver's message</th></tr></thead>\n<tbody>\n{rows}</tbody>\n</table>\n"), "failures")
 
 
-def _changes(report: Report) -> str:
+def _changes(report: Report, limit: int | None = None) -> str:
     if not report.changes:
         return ""
     with_results = bool(report.results)
     head = "<th>result</th>" if with_results else ""
     cols = "<col style=\"width:7rem\">" if with_results else ""
+    shown = report.changes[:limit] if limit is not None else report.changes
     rows = "".join(_change_row(number, change, report, with_results)
-                   for number, change in enumerate(report.changes, 1))
+                   for number, change in enumerate(shown, 1)) + _more(len(report.changes) - len(shown), 4 + with_results)
     return _section(f"Changes ({len(report.changes)})", (
         "<table class=\"list\">\n<colgroup><col style=\"width:3.5rem\"><col style=\"width:11rem\">"
         f"<col style=\"width:19rem\"><col>{cols}</colgroup>\n"
@@ -389,16 +392,24 @@ def _value(value) -> str:
     return e(value)
 
 
-def _skips(report: Report) -> str:
+def _skips(report: Report, limit: int | None = None) -> str:
     if not report.skips:
         return ""
+    shown = report.skips[:limit] if limit is not None else report.skips
     rows = "".join(f"<tr><td>{e(s['reason'])}</td><td>{e(s['email'])}</td><td>{e(s.get('kind') or '')}</td>"
-                   f"<td>{e(s['detail'])}</td></tr>\n" for s in report.skips)
+                   f"<td>{e(s['detail'])}</td></tr>\n" for s in shown) + _more(len(report.skips) - len(shown), 4)
     return _section(f"Left alone ({len(report.skips)})", (
         "<table class=\"list\">\n<colgroup><col style=\"width:13rem\"><col style=\"width:19rem\">"
         "<col style=\"width:6rem\"><col></colgroup>\n"
         "<thead><tr><th>reason</th><th>account</th><th>kind</th><th>detail</th></tr></thead>\n"
         f"<tbody>\n{rows}</tbody>\n</table>\n"), "skipped")
+
+
+def _more(hidden: int, columns: int) -> str:
+    if hidden <= 0:
+        return ""
+    return (f"<tr><td colspan=\"{columns}\"><em>… and {hidden} more: report.html in the run folder lists "
+            "them all</em></td></tr>\n")
 
 
 def _footer(report: Report) -> str:

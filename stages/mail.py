@@ -45,6 +45,8 @@ class MailSettings:
             raise ValueError(f"security must be one of {', '.join(SECURITIES)}, not {self.security!r}")
         if self.when not in WHENS:
             raise ValueError(f"when must be one of {', '.join(WHENS)}, not {self.when!r}")
+        if self.username and self.security == "none":
+            raise ValueError("a login without TLS would send the password unencrypted")
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -94,13 +96,16 @@ def settings_from_options(mail_to, mail_from, smtp_host, smtp_port, smtp_securit
     sender = _addresses(mail_from, "--mail-from")
     if len(sender) != 1:
         raise cli.ZivsyncError(f"--mail-from: {mail_from!r} is more than one address")
+    security = smtp_security or "starttls"
+    if smtp_user and security == "none":
+        raise cli.ZivsyncError("--smtp-user with --smtp-security none would send the SMTP password unencrypted: "
+                               "use starttls or tls")
     password = None
     if smtp_user:
         password = cli.read_secret(smtp_password_file, "ZIVSYNC_SMTP_PASSWORD", "SMTP password",
                                    "--smtp-password-file")
     elif smtp_password_file:
         raise cli.ZivsyncError("--smtp-password-file needs --smtp-user: the user the password belongs to")
-    security = smtp_security or "starttls"
     port = smtp_port or (465 if security == "tls" else 587)
     return MailSettings(to=recipients, sender=str(sender[0]), host=smtp_host, port=port, security=security,
                         username=smtp_user or None, password=password, ca_file=smtp_ca_file or None,
@@ -161,15 +166,15 @@ def build_message(settings: MailSettings, subject: str, text: str, html: str | N
 # -- sending -----------------------------------------------------------------------------
 
 
-def send(settings: MailSettings, message: EmailMessage) -> None:
-    """Deliver ``message`` to ``settings.to`` through the SMTP server; exit 4 when that fails."""
+def send(settings: MailSettings, message: EmailMessage | None) -> None:
+    """Deliver ``message`` to ``settings.to`` through the SMTP server; exit 4 when that fails.
+    Without a message, only connect, secure, sign in and say goodbye (zivsync check)."""
     where = f"{settings.host}:{settings.port}"
     context = _tls_context(settings) if settings.security != "none" else None
     sender = _addresses(settings.sender, "sender")[0].addr_spec
     recipients = [a.addr_spec for value in settings.to for a in _addresses(value, "recipient")]
     if settings.security == "none":
-        cli.log.warning("SMTP %s without TLS (--smtp-security none): the report%s travel%s unencrypted", where,
-                        " and the password" if settings.username else "", "" if settings.username else "s")
+        cli.log.warning("SMTP %s without TLS (--smtp-security none): the report travels unencrypted", where)
     cli.log.debug("SMTP %s %s%s%s, MAIL FROM <%s>, RCPT TO %s", where,
                   {"starttls": "STARTTLS", "tls": "TLS", "none": "without TLS"}[settings.security],
                   f" (CA file {settings.ca_file})" if settings.ca_file and context else "",
@@ -201,6 +206,11 @@ def send(settings: MailSettings, message: EmailMessage) -> None:
             except UnicodeEncodeError:  # its message would quote the character of the password
                 raise cli.ZivsyncError("the SMTP user name and password must be ASCII: "
                                        "Python's smtplib cannot send others") from None
+        if message is None:
+            smtp.quit()
+            cli.log.info("SMTP %s: connected%s%s", where, "" if settings.security == "none" else ", TLS verified",
+                         f", signed in as {settings.username}" if settings.username else "")
+            return
         refused = smtp.send_message(message, from_addr=sender, to_addrs=recipients)
         try:
             smtp.quit()

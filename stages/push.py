@@ -100,7 +100,10 @@ def _applied_before(path: str, plan: list[dict]) -> set[str]:
         raise ZivsyncError(f"cannot resume from {path}: {error}") from None
     earlier = [d["sha256"] for d in (reader.headers[0].get("plan") or [])] if reader.headers else []
     if earlier != [d["sha256"] for d in plan]:
-        cli.log.warning("%s records a push of another plan: only changes with the same id are skipped", path)
+        # A change's id is its content: the same suspension planned again months later has the
+        # same id, and must not be skipped because another plan's push once applied it.
+        raise ZivsyncError(f"{path} records the push of another plan: --resume continues only the push of "
+                           "the same plan file (nothing was sent)")
     return done
 
 

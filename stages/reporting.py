@@ -98,9 +98,10 @@ def describe_safety(safety: dict) -> list[str]:
     if not safety:
         return []
     if safety.get("passed"):
+        percent = safety.get("max_suspend_percent")
+        percent = f"{percent:g}" if isinstance(percent, (int, float)) else str(percent)
         return [f"safety: passed: {safety.get('destructive', 0)} of {safety.get('managed', 0)} managed accounts "
-                f"suspended, emptied or deleted (limits: {safety.get('max_suspend')} and "
-                f"{safety.get('max_suspend_percent'):g} %)"]
+                f"suspended, emptied or deleted (limits: {safety.get('max_suspend')} and {percent} %)"]
     return ["safety: REFUSED: this plan must not be applied"] + [f"  - {r}" for r in safety.get("reasons", [])]
 
 

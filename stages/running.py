@@ -13,10 +13,12 @@ import dataclasses
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -72,6 +74,9 @@ class Settings:
     lock_wait: float = 0.0
     stage_options: tuple[str, ...] = ()  # --verbose / --log-format, passed on to every stage
     directories: tuple[Path, ...] = ()  # directory streams made elsewhere (a script of your own)
+    state_dir: Path | None = None  # the account mapping that diff and push keep (locked too)
+    stage_timeout: float = 0.0  # seconds a stage may take; 0: no limit
+    quiet: bool = False  # on the console only warnings and errors; run.log keeps everything
 
 
 def configured_sources(config: dict) -> tuple[str, ...]:
@@ -79,22 +84,40 @@ def configured_sources(config: dict) -> tuple[str, ...]:
     return tuple(source for source, command in SOURCES.items() if isinstance(config.get(command), dict))
 
 
-def make_settings(params: dict, apply_: bool, sources, runs_dir, keep: int, lock_wait: float,
-                  directories=()) -> Settings:
+def make_settings(params: dict, *, apply_: bool = False, sources=(), runs_dir=None, keep: int = 0,
+                  lock_wait: float = 0.0, directories=(), stage_timeout: float = 0.0,
+                  need_source: bool = True) -> Settings:
     """The run's settings from the command's parameters (those every stage has included)."""
     if not params.get("config"):
-        raise ZivsyncError("zivsync run needs a config file: --config zivsync.toml (or ZIVSYNC_CONFIG)")
+        raise ZivsyncError("this command needs a config file: --config zivsync.toml (or ZIVSYNC_CONFIG)")
     config = Path(params["config"]).resolve()
-    found = configured_sources(tomllib.loads(config.read_text(encoding="utf-8-sig")))
+    data = tomllib.loads(config.read_text(encoding="utf-8-sig"))
+    found = configured_sources(data)
     chosen = tuple(s for s in SOURCES if s in sources) if sources else found
-    if not chosen and not directories:
+    left_out = [s for s in found if s not in chosen]
+    if apply_ and left_out:
+        # normalize would see a complete directory without them: everyone they bring is "gone"
+        raise ZivsyncError(f"--source leaves out the configured source(s) {', '.join(left_out)}: applying would "
+                           f"suspend everyone only they know. Run without --apply, or remove their table from {config}")
+    if need_source and not chosen and not directories:
         raise ZivsyncError(f"{config}: no source configured: add an [extract-ldap], [extract-exo] or "
                            "[extract-exchange] table, or name directory streams with --directory")
-    forwarded = (("--verbose",) if params.get("verbose") else ()) + (("--quiet",) if params.get("quiet") else ()) \
+    # -q only quiets the console: the stages always log in full into run.log
+    forwarded = (("--verbose",) if params.get("verbose") else ()) \
         + (("--log-format", "json") if params.get("log_format") == "json" else ())
     return Settings(config=config, runs_dir=Path(runs_dir).resolve() if runs_dir else config.parent / "runs",
                     sources=chosen, apply=apply_, keep=keep, lock_wait=lock_wait, stage_options=forwarded,
-                    directories=tuple(Path(d).resolve() for d in directories))
+                    directories=tuple(Path(d).resolve() for d in directories),
+                    state_dir=configured_state_dir(data, config), stage_timeout=stage_timeout,
+                    quiet=bool(params.get("quiet")))
+
+
+def configured_state_dir(data: dict, config: Path) -> Path | None:
+    """The state folder push will use, as it will resolve it (environment, then the file)."""
+    from . import push  # imported late: push imports half the package
+
+    value = os.environ.get("ZIVSYNC_STATE_DIR") or cli.config_defaults(data, push.command, config).get("state_dir")
+    return Path(value).resolve() if value else None
 
 
 def plan_steps(settings: Settings, folder: Path) -> list[Step]:
@@ -134,12 +157,9 @@ def stage_directories(settings: Settings, folder: Path) -> None:
 
 
 def shown(step: Step) -> str:
-    """The command line a person would type to repeat the step."""
-    return " ".join(["zivsync", *(_quoted(arg) for arg in step.argv())])
-
-
-def _quoted(arg: str) -> str:
-    return f'"{arg}"' if not arg or any(c.isspace() or c in "'\"&|;<>()$`" for c in arg) else arg
+    """The command line a person would type to repeat the step, quoted for this system's shell."""
+    argv = ["zivsync", *step.argv()]
+    return subprocess.list2cmdline(argv) if os.name == "nt" else shlex.join(argv)
 
 
 # -- the run folder ---------------------------------------------------------------------------
@@ -172,31 +192,40 @@ def _run_order(folder: Path) -> tuple[str, int]:
 
 
 def prune(runs_dir: Path, keep: int, current: Path) -> list[Path]:
-    """Remove all but the newest ``keep`` run folders (0 keeps all); never the current one."""
+    """Remove all but the newest ``keep`` run folders (0 keeps all); never the current one, and
+    only folders a run made (they hold a summary.json): nothing else that happens to be there."""
     if keep <= 0:
         return []
-    folders = [f for f in run_folders(runs_dir) if f != current]
-    doomed = folders[: max(0, len(folders) - (keep - 1))]
-    for folder in doomed:
-        shutil.rmtree(folder, ignore_errors=True)
-    return doomed
+    folders = [f for f in run_folders(runs_dir) if f != current and (f / "summary.json").is_file()]
+    removed = []
+    for folder in folders[: max(0, len(folders) - (keep - 1))]:
+        try:
+            shutil.rmtree(folder)
+        except OSError as error:  # a file held open on Windows, permissions: try again next time
+            cli.log.warning("could not remove the old run folder %s: %s", folder, error)
+        else:
+            removed.append(folder)
+    return removed
 
 
 @contextlib.contextmanager
-def locked(runs_dir: Path, wait: float) -> Iterator[None]:
-    """One run at a time per runs folder. The operating system's lock (fcntl on Linux, msvcrt
-    on Windows, through filelock) dies with its holder: a crashed run never blocks the next."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(runs_dir / LOCK_NAME), timeout=wait)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise ZivsyncError(f"another zivsync run holds {runs_dir / LOCK_NAME}"
-                           + (f" (waited {wait:g} s)" if wait else "") + ": not starting a second one") from None
-    try:
+def locked(settings: Settings) -> Iterator[None]:
+    """One run at a time: a lock in the runs folder and one in the state folder (so that a run by
+    hand with another --runs-dir cannot push beside the nightly one). The operating system's
+    locks (fcntl on Linux, msvcrt on Windows, through filelock) die with their holder: a crashed
+    run never blocks the next."""
+    folders = [settings.runs_dir] + ([settings.state_dir] if settings.state_dir else [])
+    with contextlib.ExitStack() as held:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            lock = filelock.FileLock(str(folder / LOCK_NAME), timeout=settings.lock_wait)
+            try:
+                held.enter_context(lock)
+            except filelock.Timeout:
+                waited = f" (waited {settings.lock_wait:g} s)" if settings.lock_wait else ""
+                raise ZivsyncError(f"another zivsync run holds {folder / LOCK_NAME}{waited}: "
+                                   "not starting a second one") from None
         yield
-    finally:
-        lock.release()
 
 
 def stream_facts(path: Path) -> tuple[bool | None, int | None]:
@@ -220,10 +249,20 @@ def stream_facts(path: Path) -> tuple[bool | None, int | None]:
 
 
 def write_json(path: Path, value: dict) -> None:
-    """Atomically: a reader never sees half a summary."""
+    """Atomically: a reader never sees half a summary. On Windows a reader holding the file open
+    makes the rename fail for a moment: tried again, then given up with a warning, for the run
+    matters more than its summary."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-    os.replace(temporary, path)
+    for attempt in range(5):
+        try:
+            temporary.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+            os.replace(temporary, path)
+            return
+        except OSError as error:
+            if attempt == 4:
+                cli.log.warning("could not write %s: %s", path, error)
+                return
+            time.sleep(0.2 * (attempt + 1))
 
 
 def sha256_of(path: Path) -> str:
@@ -237,22 +276,51 @@ def now_rfc3339(seconds: float | None = None) -> str:
 # -- running the stages ------------------------------------------------------------------------
 
 
-def spawn(step: Step, cwd: Path, log: IO[bytes] | None = None, echo: bool = True) -> int:
+#: What the stages must not inherit from the run's environment: what run passes them itself,
+#: what would change what push applies (a leftover ZIVSYNC_RESUME skips changes, ZIVSYNC_CHECK
+#: turns diff into a monitor), and the secret only run itself needs.
+NOT_FOR_STAGES = ("ZIVSYNC_CONFIG", "ZIVSYNC_LOG_FORMAT", "ZIVSYNC_RESUME", "ZIVSYNC_CHECK", "ZIVSYNC_SMTP_PASSWORD")
+TIMED_OUT = 124  # as timeout(1) says it
+
+
+def stage_environment() -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if k not in NOT_FOR_STAGES}
+    # A pipe is in the ANSI code page on Windows: the stages' logs would reach run.log as cp1252
+    environment["PYTHONIOENCODING"] = "utf-8:backslashreplace"
+    return environment
+
+
+def is_problem(line: bytes) -> bool:
+    """A warning or an error, in a text or a JSON log line."""
+    return any(mark in line for mark in (b": warning: ", b": error: ", b'"level":"warning"', b'"level":"error"'))
+
+
+def spawn(step: Step, log: IO[bytes] | None = None, *, echo: bool = True, quiet: bool = False,
+          timeout: float = 0.0) -> int:
     """Runs a stage as ``python -m stages …``: the zivsync that runs us, whatever PATH says (and no
-    .exe lookup on Windows). Its log lines go into ``log`` and on to our stderr as they come."""
-    argv = [sys.executable, "-m", "stages", *step.argv()]
+    .exe lookup on Windows; -P: nothing imported from the working folder). Its log lines go into
+    ``log`` and on to our stderr as they come; with ``quiet`` only its warnings and errors."""
+    argv = [sys.executable, "-P", "-m", "stages", *step.argv()]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, cwd=cwd)
+                               stderr=subprocess.PIPE, env=stage_environment())
+    expired = threading.Event()
+
+    def stop() -> None:
+        expired.set()
+        process.terminate()
+
+    timer = threading.Timer(timeout, stop) if timeout else None
     try:
+        if timer:
+            timer.start()
         assert process.stderr is not None
         for line in process.stderr:
             if log is not None:
                 log.write(line)
                 log.flush()
-            if echo:
-                sys.stderr.buffer.write(line)
-                sys.stderr.flush()
-        return process.wait()
+            if echo and (not quiet or is_problem(line)):
+                echo = _echo(line)
+        code = process.wait()
     except BaseException:  # interrupted: stop the stage too, it must not go on writing alone
         process.terminate()
         try:
@@ -260,6 +328,24 @@ def spawn(step: Step, cwd: Path, log: IO[bytes] | None = None, echo: bool = True
         except subprocess.TimeoutExpired:
             process.kill()
         raise
+    finally:
+        if timer:
+            timer.cancel()
+    if expired.is_set():
+        cli.log.error("%s did not end within %g s (--stage-timeout): stopped", step.name, timeout)
+        return TIMED_OUT
+    return 128 - code if code < 0 else code  # killed by signal N: 128+N, as shells say it
+
+
+def _echo(line: bytes) -> bool:
+    """Our stderr may be gone (a closed pipe, a service without a console): the run goes on, its
+    log still goes into run.log. Returns whether to go on echoing."""
+    try:
+        sys.stderr.buffer.write(line)
+        sys.stderr.flush()
+        return True
+    except (OSError, AttributeError, ValueError):
+        return False
 
 
 class Interrupted(Exception):
@@ -273,34 +359,50 @@ class Run:
     settings: Settings
     folder: Path
     log: IO[bytes]
-    results: list[StepResult] = field(default_factory=list)
+    stages: list[StepResult] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     summary: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The config as it was when the run began, for auditors (it may change before they ask)
+        shutil.copyfile(self.settings.config, self.folder / "config.toml")
+        self.summary.update(
+            run=self.folder.name, producer=f"zivsync run {__version__}", python=sys.executable,
+            config=str(self.settings.config), config_sha256=sha256_of(self.folder / "config.toml"),
+            apply=self.settings.apply, sources=list(self.settings.sources),
+            directories=[str(d) for d in self.settings.directories], started=now_rfc3339(self.started),
+            outcome="running")
+
     def execute(self, steps: list[Step]) -> tuple[int, str]:
-        """Runs the steps until one stops the run; returns the exit code and what happened."""
-        carried = ExitStatus.OK  # a source that failed half-way: its stream is marked incomplete
+        """Runs the steps until one stops the run; returns the exit code and what happened.
+
+        A source that fails half-way leaves its stream, marked incomplete: the run goes on to
+        diff, so that the plan can be read, but pushes nothing (diff and push would refuse a plan
+        made from an incomplete directory anyway) and ends with the source's exit code."""
+        failed_source: tuple[Step, int] | None = None
         for step in steps:
-            result = self.step(step)
-            code = result.exit_code
+            if failed_source and step.name == "push":
+                break
+            code = self.step(step).exit_code
             if code == 0:
                 continue
-            if step.name in SOURCES.values() and result.output and (self.folder / result.output).exists():
-                # diff plans no suspension from an incomplete stream: the run can go on safely
-                cli.log.warning("%s failed (exit %d) but wrote what it read, marked incomplete: going on; "
-                                "diff will suspend nobody on its account", step.name, code)
-                carried = carried or code
+            if step.name in SOURCES.values() and (self.folder / (step.output or "")).is_file() and not failed_source:
+                cli.log.warning("%s failed (exit %d) half-way; what it read is kept, marked incomplete: going on "
+                                "to a plan for review, nothing will be applied", step.name, code)
+                failed_source = (step, code)
                 continue
-            return code, self._stopped_by(step, code)
-        return carried, ""
+            return failed_source[1] if failed_source else code, self._stopped_by(*(failed_source or (step, code)))
+        if failed_source:
+            return failed_source[1], self._stopped_by(*failed_source)
+        return ExitStatus.OK, ""
 
     def step(self, step: Step) -> StepResult:
         result = StepResult(name=step.name, command=shown(step), started=now_rfc3339())
-        self.results.append(result)
+        self.stages.append(result)
         cli.log.info("%s", result.command)
         self.save()
         begun = time.monotonic()
-        result.exit_code = spawn(step, self.folder, self.log)
+        result.exit_code = spawn(step, self.log, quiet=self.settings.quiet, timeout=self.settings.stage_timeout)
         result.seconds = round(time.monotonic() - begun, 3)
         if step.output and (self.folder / step.output).exists():
             result.output = step.output
@@ -310,18 +412,19 @@ class Run:
         return result
 
     def _stopped_by(self, step: Step, code: int) -> str:
-        if step.name == "diff" and code == ExitStatus.REFUSED:
-            return "diff refused the plan (a safety check): nothing was applied"
+        if step.name in SOURCES.values():
+            return f"{step.name} failed (exit {code}): nothing was applied"
+        incomplete = [r.name for r in self.stages if r.name in SOURCES.values() and r.complete is False]
+        if code == ExitStatus.REFUSED and incomplete:
+            # not the safety limits' fault: a source could not read everything (see its log lines)
+            return (f"the directory was read incompletely ({', '.join(incomplete)}: see run.log), so "
+                    f"{step.name} refused the plan: nothing was applied")
+        if step.name in ("diff", "push") and code == ExitStatus.REFUSED:
+            return f"{step.name} refused the plan (a safety check): nothing was applied"
         return f"{step.name} failed (exit {code}): the run stopped there"
 
     def save(self, **final) -> None:
-        self.summary.update(final)
-        self.summary.update(
-            run=self.folder.name, producer=f"zivsync run {__version__}", config=str(self.settings.config),
-            config_sha256=sha256_of(self.settings.config), apply=self.settings.apply,
-            sources=list(self.settings.sources), started=now_rfc3339(self.started),
-            stages=[dataclasses.asdict(r) for r in self.results])
-        self.summary.setdefault("outcome", "running")
+        self.summary.update(final, stages=[dataclasses.asdict(r) for r in self.stages])
         write_json(self.folder / "summary.json", self.summary)
 
 

@@ -44,7 +44,9 @@ def test_every_connection_works_and_the_counts_are_shown(samba_dc, sandbox, tmp_
     config = tmp_path / "zivsync.toml"
     config.write_text(ldap_table(samba_dc, samba_dc.tls["ca"]), encoding="utf-8")
     before = zivver_accounts(sandbox, tmp_path)
-    done = check(config, env=sandbox.env | {"ZIVSYNC_LDAP_PASSWORD": ADMIN_PASSWORD})
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    done = check(config, env=sandbox.env | {"ZIVSYNC_LDAP_PASSWORD": ADMIN_PASSWORD, "TMPDIR": str(temporary)})
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert lines[0] == f"zivsync check: {config}"
@@ -56,7 +58,7 @@ def test_every_connection_works_and_the_counts_are_shown(samba_dc, sandbox, tmp_
     assert " ok " in zivver and f"{users} personal and {functional} functional accounts" in zivver
     assert zivver_accounts(sandbox, tmp_path) == before  # read-only
     assert ADMIN_PASSWORD not in done.stderr and API_KEY not in done.stderr
-    assert not list(tmp_path.glob("zivsync-check-*"))  # nothing left behind
+    assert not list(temporary.iterdir())  # nothing left behind
 
 
 def test_a_tls_problem_and_a_refused_key_are_named(samba_dc, sandbox, tmp_path):
@@ -95,3 +97,29 @@ ca_file = "{fake.ca_file}"
     assert refused.returncode == ExitStatus.UNREACHABLE
     assert "Exchange.ManageAsApp" in refused.stdout.decode()
     assert fake.client_secret not in refused.stdout.decode() + refused.stderr
+
+
+def test_zivver_alone_and_the_mail_server(sandbox, tmp_path):
+    from test_mail import PASSWORD, USER, authenticate, server_context, smtp_server
+    import testcerts
+
+    certs = testcerts.ca_and_server(tmp_path / "certs", "zivsync check mail CA")
+    config = tmp_path / "zivsync.toml"
+    config.write_text(f"""[check]
+mail_to = ["beheer@fabrikam.example"]
+mail_from = "zivsync@fabrikam.example"
+smtp_host = "127.0.0.1"
+smtp_user = "{USER}"
+smtp_ca_file = "{certs['ca_file']}"
+""", encoding="utf-8")
+    with smtp_server(tls_context=server_context(certs), require_starttls=True, authenticator=authenticate,
+                     auth_require_tls=True) as (controller, handler):
+        good = check(config, "--smtp-port", str(controller.port), env=sandbox.env | {"ZIVSYNC_SMTP_PASSWORD": PASSWORD})
+        wrong = check(config, "--smtp-port", str(controller.port), env=sandbox.env | {"ZIVSYNC_SMTP_PASSWORD": "nope"})
+    assert good.returncode == 0, good.stdout + good.stderr.encode()
+    lines = good.stdout.decode().splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["zivver", "mail"]  # no source configured: Zivver alone
+    assert f"127.0.0.1:{controller.port}, starttls, signed in as {USER}" in lines[2]
+    assert not handler.envelopes  # a check sends nothing
+    assert wrong.returncode == ExitStatus.UNREACHABLE and "535" in wrong.stdout.decode()
+    assert PASSWORD not in good.stdout.decode() + good.stderr

@@ -197,13 +197,21 @@ def test_a_server_without_starttls_is_refused_unless_security_is_none(logs):
                          "the report travels unencrypted")]
 
 
-def test_no_password_over_a_plain_connection(logs):
-    # aiosmtpd, like most servers, offers AUTH only after STARTTLS
-    with smtp_server(authenticator=authenticate, auth_require_tls=True) as (controller, handler):
-        with pytest.raises(ServerUnreachable, match=f"does not offer a login \\(AUTH\\) to sign in as {USER}"):
-            send(settings(controller.port, security="none"))
+def test_no_password_over_a_plain_connection():
+    with pytest.raises(ValueError, match="password unencrypted"):
+        settings(25, security="none")
+    with pytest.raises(ZivsyncError, match="would send the SMTP password unencrypted"):
+        mail.settings_from_options(("a@corp.example",), "z@corp.example", "mail.corp.example", None, "none",
+                                   USER, None, None, None)
+
+
+def test_a_check_connects_and_signs_in_without_sending(starttls_server, certs, logs):
+    controller, handler = starttls_server
+    mail.send(settings(controller.port, ca_file=str(certs["ca_file"])), None)
     assert not handler.envelopes
-    assert "the report and the password travel unencrypted" in logs.text
+    assert f"SMTP 127.0.0.1:{controller.port}: connected, TLS verified, signed in as {USER}" in logs.text
+    with pytest.raises(ServerUnreachable, match="535"):
+        mail.send(settings(controller.port, ca_file=str(certs["ca_file"]), password="wrong"), None)
 
 
 def test_a_server_that_does_not_answer():

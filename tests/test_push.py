@@ -272,7 +272,7 @@ def read_jsonl_lenient(path: Path) -> list[dict]:
     return [r for r in records if r["type"] == "result"]
 
 
-def test_resuming_from_the_results_of_another_plan_warns(seeded):
+def test_resuming_from_the_results_of_another_plan_is_refused(seeded):
     sandbox, sync = seeded
     first = sync.plan()
     sync.push(first, "--rate-limit", "1000", "--rate-window", "1")
@@ -280,6 +280,7 @@ def test_resuming_from_the_results_of_another_plan_warns(seeded):
     assert sandbox.scim("PUT", f"/Users/{user['id']}", dict(user, name={"formatted": "Tampered"})).status_code == 200
     second = sync.plan()
     done = sync.stage("zivsync-push", "-i", second, "--apply", "--state", sync.state, "--resume",
-                      first.with_name("results.jsonl"), "-o", second.with_name("results.jsonl"))
-    assert "records a push of another plan" in done.stderr
-    assert {r["status"] for r in read_jsonl(second.with_name("results.jsonl"))[1:-1]} == {"applied"}
+                      first.with_name("results.jsonl"), "-o", second.with_name("results.jsonl"), expect=(1,))
+    assert done.returncode == 1 and "records the push of another plan" in done.stderr
+    assert not second.with_name("results.jsonl").exists()
+    assert sandbox.scim("GET", f"/Users/{user['id']}").json()["name"]["formatted"] == "Tampered"  # nothing sent

@@ -313,6 +313,32 @@ def test_untrusted_values_are_escaped_everywhere(tmp_path):
     assert "&quot;quoted&quot; &amp; &#x27;single&#x27;" in page
 
 
+def test_summary_and_header_values_are_escaped_too(tmp_path):
+    """What a run folder says of itself (commands, paths, messages, the safety verdict) is data
+    too: a crafted summary.json or plan header must not put markup into the page."""
+    folder = applied_run(tmp_path / RUN_ID)
+    evil = "<meta http-equiv=refresh content=0;url=http://evil.example>"
+    summary = orjson.loads((folder / "summary.json").read_bytes())
+    summary.update(config=evil, message=evil, producer=evil, run=evil,
+                   stages=[{**s, "command": evil, "output": evil} for s in summary["stages"]])
+    (folder / "summary.json").write_bytes(orjson.dumps(summary))
+    header, records = golden()
+    header = {**header, "producer": evil, "safety": {**header["safety"], "withheld": evil, "reasons": [evil],
+                                                     "max_suspend_percent": evil}}
+    write_plan(folder / "plan.jsonl", header, records)
+    page = htmlreport.render(reporting.load(folder))
+    assert "<meta http-equiv=refresh" not in page and "&lt;meta http-equiv=refresh" in page
+
+
+def test_a_page_for_a_mail_lists_only_the_first_changes(tmp_path):
+    header, records = golden()
+    report = reporting.load(write_plan(tmp_path / "plan.jsonl", header, records))
+    full, short = htmlreport.render(report), htmlreport.render(report, limit=3)
+    hidden = len(report.changes) - 3
+    assert f"… and {hidden} more" in short and "more: report.html" not in full
+    assert short.count("<tr><td class=\"n\">") == 3 < full.count("<tr><td class=\"n\">")
+
+
 def test_the_page_is_self_contained(tmp_path):
     page = htmlreport.render(reporting.load(applied_run(tmp_path / RUN_ID)))
     for fetching in ("<script", "src=", "href=", "url(", "@import", "<link", "<iframe"):

@@ -84,7 +84,9 @@ def test_a_dry_run_writes_every_stream_and_changes_nothing(sandbox, tmp_path):
     assert all(s["exit_code"] == 0 and s["complete"] for s in summary["stages"])
     changes = sum(summary["plan"]["changes"].values())
     assert changes > 0 and summary["message"].startswith(f"dry run: {changes} changes planned")
-    assert summary["config_sha256"] and summary["ended"] >= summary["started"]
+    assert summary["config_sha256"] and summary["ended"] >= summary["started"] and summary["seconds"] > 0
+    assert (folder / "config.toml").read_bytes() == config.read_bytes()  # as it was, for auditors
+    assert summary["python"] == sys.executable or Path(summary["python"]).name.startswith("python")
     assert accounts(sandbox, tmp_path) == before  # a dry run writes nothing to Zivver
     log = (folder / "run.log").read_text(encoding="utf-8")
     for stage in summary["stages"]:  # the log shows each command, then that stage's own lines
@@ -144,9 +146,11 @@ def test_json_logs_everywhere(sandbox, tmp_path):
 
 def test_unreachable_zivver_stops_the_run_with_exit_4(tmp_path):
     config = write_config(tmp_path)
-    done = zivsync_run(config, "--apply", env={"ZIVSYNC_ZIVVER_URL": "http://127.0.0.1:9/api/scim/v2",
-                                               "ZIVSYNC_ZIVVER_API_KEY": API_KEY})
+    done = zivsync_run(config, "--apply", "--log-format", "json",
+                       env={"ZIVSYNC_ZIVVER_URL": "http://127.0.0.1:9/api/scim/v2", "ZIVSYNC_ZIVVER_API_KEY": API_KEY})
     assert done.returncode == 4, done.stderr
+    entries = [json.loads(line) for line in done.stderr.splitlines()]  # the failures too: JSON, every line
+    assert any(e["stage"] == "zivsync-snapshot" and e["level"] == "error" for e in entries)
     [folder] = run_folders(config)
     summary = summary_of(folder)
     assert summary["outcome"] == "unreachable" and summary["exit_code"] == 4
@@ -181,14 +185,16 @@ def test_a_source_that_fails_at_once_stops_the_run(sandbox, tmp_path):
     assert "broken.ldif" in done.stderr
 
 
-def test_one_run_at_a_time(tmp_path):
+@pytest.mark.parametrize("where", ["runs", "state"])
+def test_one_run_at_a_time(tmp_path, where):
+    """The lock is in the runs folder and in the state folder: a run by hand with another
+    --runs-dir must not push beside the nightly one either."""
     config = write_config(tmp_path)
-    lock = filelock.FileLock(str(tmp_path / "runs" / running.LOCK_NAME))
-    (tmp_path / "runs").mkdir()
-    with lock:
+    (tmp_path / where).mkdir()
+    with filelock.FileLock(str(tmp_path / where / running.LOCK_NAME)):
         done = zivsync_run(config)
     assert done.returncode == 1
-    assert "another zivsync run holds" in done.stderr
+    assert f"another zivsync run holds {tmp_path / where / running.LOCK_NAME}" in done.stderr
     assert run_folders(config) == []
 
 
@@ -197,11 +203,13 @@ def test_old_run_folders_are_removed(sandbox, tmp_path):
     runs = tmp_path / "runs"
     for stamp in ("20250101T000000Z", "20250102T000000Z", "20250103T000000Z"):
         (runs / stamp).mkdir(parents=True)
+        (runs / stamp / "summary.json").write_text("{}")
     (runs / "keep-me").mkdir()  # not a run folder: never touched
+    (runs / "20240101T000000Z").mkdir()  # named like one, but no run made it: never touched
     done = zivsync_run(config, "--keep", "2", env=sandbox.env)
     assert done.returncode == 0, done.stderr
     left = [f.name for f in run_folders(config)]
-    assert len(left) == 2 and left[0] == "20250103T000000Z" and left[1].startswith("20")
+    assert left[0] == "20240101T000000Z" and left[1] == "20250103T000000Z" and len(left) == 3
     assert (runs / "keep-me").is_dir()
 
 
@@ -210,7 +218,7 @@ def test_a_terminated_run_says_so(tmp_path):
     if sys.platform == "win32":
         pytest.skip("SIGTERM is POSIX")
     config = write_config(tmp_path)
-    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30", claimed=CLAIMED) as slow:
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=CLAIMED) as slow:  # ms
         environment = {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")} | slow.env
         process = subprocess.Popen(executable("zivsync") + ["run", "--config", str(config)], env=environment,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -228,9 +236,12 @@ def test_a_terminated_run_says_so(tmp_path):
             if process.poll() is None:
                 process.kill()
             process.stderr.close()
-    summary = summary_of(run_folders(config)[0])
+    folder = run_folders(config)[0]
+    summary = summary_of(folder)
     assert summary["outcome"] == "interrupted" and summary["exit_code"] == running.INTERRUPTED
     assert summary["stages"][-1]["name"] == "snapshot" and summary["stages"][-1]["exit_code"] != 0
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")  # the stage is gone too, not left running
+                if str(folder).encode() in (p.read_bytes() if p.exists() else b"")]
 
 
 def test_run_needs_a_config_with_a_source(tmp_path):
@@ -256,16 +267,19 @@ def test_plan_steps_and_the_commands_shown(tmp_path):
     normalize = steps[3]
     assert normalize.args.count("-i") == 2 and normalize.output == "desired.jsonl"
     assert "--apply" in steps[-1].args
-    assert running.shown(steps[0]).startswith(f'zivsync extract-ldap --config "{tmp_path}/my config.toml"')
+    assert running.shown(steps[0]).startswith(f"zivsync extract-ldap --config '{tmp_path}/my config.toml'")
     assert shlex.split(running.shown(steps[0]))[3] == str(tmp_path / "my config.toml")
     dry = running.plan_steps(running.Settings(config=settings.config, runs_dir=settings.runs_dir, sources=("ldap",)),
                              tmp_path)
+    assert shlex.split(running.shown(running.Step("diff", ("--current", "it's $HOME.jsonl"))))[-1] == "it's $HOME.jsonl"
     assert [s.name for s in dry] == ["extract-ldap", "snapshot", "normalize", "diff"]
 
 
 def test_run_folder_names_and_pruning(tmp_path):
     first = running.new_run_folder(tmp_path, now=0)
     second = running.new_run_folder(tmp_path, now=0)
+    for made in (first, second):
+        (made / "summary.json").write_text("{}")
     assert (first.name, second.name) == ("19700101T000000Z", "19700101T000000Z-2")
     third = running.new_run_folder(tmp_path, now=60)
     assert running.run_folders(tmp_path) == [first, second, third]
@@ -376,3 +390,93 @@ smtp_port = 9
     done = zivsync_run(config, env=sandbox.env)
     assert done.returncode == 0, done.stderr
     assert "the report mail was not sent" in done.stderr and "127.0.0.1:9" in done.stderr
+
+
+# -- what the review of zivsync run found: each must stay fixed -------------------------------
+
+
+def test_a_closed_stderr_does_not_stop_the_run(sandbox, tmp_path):
+    """`zivsync run --apply 2>&1 | head -1`, a dropped ssh session: the run goes on, and says so."""
+    config = write_config(tmp_path)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")} | sandbox.env
+    process = subprocess.Popen(executable("zivsync") + ["run", "--config", str(config), "--apply"], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process.stderr.readline()
+    process.stderr.close()
+    assert process.wait(timeout=120) == 0
+    summary = summary_of(run_folders(config)[0])
+    assert summary["outcome"] == "ok" and summary["results"] == {"applied": sum(summary["plan"]["changes"].values())}
+    assert "applied suspend_user" in (run_folders(config)[0] / "run.log").read_text(encoding="utf-8")
+
+
+def test_a_leftover_resume_variable_changes_nothing(tmp_path):
+    """ZIVSYNC_RESUME in the environment must not make a nightly push skip changes."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "1000", claimed=CLAIMED) as one:
+        assert zivsync_run(write_config(first), "--apply", env=one.env).returncode == 0
+    earlier = run_folders(first / "zivsync.toml")[0] / "results.jsonl"
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "1000", claimed=CLAIMED) as two:
+        done = zivsync_run(write_config(second), "--apply", env=two.env | {"ZIVSYNC_RESUME": str(earlier),
+                                                                           "ZIVSYNC_CHECK": "1"})
+    assert done.returncode == 0, done.stderr
+    summary = summary_of(run_folders(second / "zivsync.toml")[0])
+    assert summary["results"] == {"applied": sum(summary["plan"]["changes"].values())}
+
+
+def test_apply_may_not_leave_a_configured_source_out(tmp_path):
+    config = write_config(tmp_path, extra='[extract-exo]\ntenant = "contoso.example"\nclient_id = "x"\n')
+    done = zivsync_run(config, "--source", "ldap", "--apply")
+    assert done.returncode == 1 and "leaves out the configured source(s) exo" in done.stderr
+    assert run_folders(config) == []
+
+
+def test_a_source_failing_half_way_applies_nothing(sandbox, tmp_path):
+    from fake_microsoft import FakeMicrosoft, Tenant
+
+    tenant = Tenant.generate(mailboxes=30, shared=6, groups=3, seed=5)
+    with FakeMicrosoft(tmp_path / "fake", tenant) as fake:
+        fake.fail("Get-MailboxPermission", 403)  # the mailboxes are read, then Exchange refuses
+        config = tmp_path / "zivsync.toml"
+        config.write_text(f"""claimed_domains = ["fabrikam.example", "fabrikam.nl", "contoso.example"]
+state_dir = "state"
+
+[extract-exo]
+tenant = "{tenant.tenant_id}"
+client_id = "{fake.client_id}"
+authority_host = "{fake.url}"
+exchange_url = "{fake.exchange_url}"
+ca_file = "{fake.ca_file}"
+
+[run]
+directories = [{json.dumps(str(EXAMPLES / "directory-ldap.jsonl"))}]
+""", encoding="utf-8")
+        before = accounts(sandbox, tmp_path)
+        done = zivsync_run(config, "--apply", env=sandbox.env | {"ZIVSYNC_EXO_CLIENT_SECRET": fake.client_secret})
+    assert done.returncode == 4, done.stderr
+    [folder] = run_folders(config)
+    summary = summary_of(folder)
+    assert [s["name"] for s in summary["stages"]] == ["extract-exo", "snapshot", "normalize", "diff"]
+    assert summary["stages"][0]["complete"] is False and summary["stages"][0]["records"] > 0
+    assert summary["outcome"] == "unreachable"
+    assert summary["message"] == "extract-exo failed (exit 4): nothing was applied"
+    assert not (folder / "results.jsonl").exists() and accounts(sandbox, tmp_path) == before
+    assert "Exchange.ManageAsApp" in (folder / "run.log").read_text(encoding="utf-8")
+
+
+def test_a_stage_that_hangs_is_stopped(tmp_path):
+    config = write_config(tmp_path)
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=CLAIMED) as slow:  # ms
+        done = zivsync_run(config, "--stage-timeout", "3", env=slow.env)
+    assert done.returncode == running.TIMED_OUT, done.stderr
+    summary = summary_of(run_folders(config)[0])
+    assert summary["stages"][-1]["name"] == "snapshot" and summary["stages"][-1]["exit_code"] == running.TIMED_OUT
+    assert "did not end within 3 s (--stage-timeout)" in done.stderr
+
+
+def test_quiet_quiets_the_console_not_the_log(sandbox, tmp_path):
+    config = write_config(tmp_path)
+    done = zivsync_run(config, "-q", "--apply", env=sandbox.env)
+    assert done.returncode == 0, done.stderr
+    assert "applied create_user" not in done.stderr
+    assert "applied create_user" in (run_folders(config)[0] / "run.log").read_text(encoding="utf-8")

@@ -13,7 +13,10 @@ New-Item -ItemType Directory -Force -Path $run | Out-Null
 $env:ZIVSYNC_CONFIG = $config
 
 function Invoke-Stage([string] $Name, [string[]] $Arguments) {
-    & $Name @Arguments 2>> (Join-Path $run 'log.txt')
+    # 'Continue' here: under 'Stop', Windows PowerShell 5.1 turns a native program's first line on
+    # stderr (every stage logs there) into a terminating error. The exit code decides instead.
+    $ErrorActionPreference = 'Continue'
+    & $Name @Arguments 2>&1 | ForEach-Object { "$_" } | Add-Content -Encoding UTF8 (Join-Path $run 'log.txt')
     if ($LASTEXITCODE -ne 0) { throw "$Name exited $LASTEXITCODE (see $run\log.txt)" }
 }
 
@@ -22,8 +25,10 @@ Invoke-Stage zivsync-extract-exo @('-o', "$run\exo.jsonl")
 Invoke-Stage zivsync-snapshot @('-o', "$run\current.jsonl")
 if ($PSVersionTable.PSVersion -ge [version]'7.4') {
     # PowerShell 7.4+: bytes pass through the pipe unchanged
+    $ErrorActionPreference = 'Continue'
     zivsync-normalize -i "$run\ldap.jsonl" -i "$run\exo.jsonl" | zivsync-diff --current "$run\current.jsonl" -o "$run\plan.jsonl"
     if ($LASTEXITCODE -ne 0) { throw "normalize | diff exited $LASTEXITCODE" }
+    $ErrorActionPreference = 'Stop'
 } else {
     Invoke-Stage zivsync-normalize @('-i', "$run\ldap.jsonl", '-i', "$run\exo.jsonl", '-o', "$run\desired.jsonl")
     # exit 3: a safety limit refused the plan; nothing is applied, the report is in the log
