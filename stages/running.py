@@ -287,6 +287,7 @@ def stage_environment() -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if k not in NOT_FOR_STAGES}
     # A pipe is in the ANSI code page on Windows: the stages' logs would reach run.log as cp1252
     environment["PYTHONIOENCODING"] = "utf-8:backslashreplace"
+    environment["ZIVSYNC_RUN_PID"] = str(os.getpid())  # the stage stops when the run dies (__main__)
     return environment
 
 

@@ -240,8 +240,49 @@ def test_a_terminated_run_says_so(tmp_path):
     summary = summary_of(folder)
     assert summary["outcome"] == "interrupted" and summary["exit_code"] == running.INTERRUPTED
     assert summary["stages"][-1]["name"] == "snapshot" and summary["stages"][-1]["exit_code"] != 0
-    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")  # the stage is gone too, not left running
-                if str(folder).encode() in (p.read_bytes() if p.exists() else b"")]
+    assert not stage_processes(folder)  # the stage is gone too, not left running
+
+
+def test_a_stage_does_not_outlive_a_killed_run(tmp_path):
+    """SIGKILL or the OOM killer leave the run no time to stop its stage: Linux stops it then."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    config = write_config(tmp_path)
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=CLAIMED) as slow:  # ms
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")} | slow.env
+        process = subprocess.Popen(executable("zivsync") + ["run", "--config", str(config)], env=environment,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            folder = None
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (folder and stage_processes(folder)):
+                folders = run_folders(config)
+                if folders and (folders[0] / "summary.json").exists() and \
+                        summary_of(folders[0])["stages"][-1]["name"] == "snapshot":
+                    folder = folders[0]
+                time.sleep(0.1)
+            assert folder and stage_processes(folder)
+            process.kill()
+            process.wait(timeout=10)
+            deadline = time.monotonic() + 10
+            while stage_processes(folder) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not stage_processes(folder)
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def stage_processes(folder: Path) -> list[Path]:
+    """The processes whose command line names the run folder (Linux)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(folder).encode() in cmdline.read_bytes():
+                found.append(cmdline)
+        except OSError:
+            pass
+    return found
 
 
 def test_run_needs_a_config_with_a_source(tmp_path):
