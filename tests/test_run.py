@@ -213,30 +213,36 @@ def test_old_run_folders_are_removed(sandbox, tmp_path):
     assert (runs / "keep-me").is_dir()
 
 
+def run_waiting_in_snapshot(config: Path, slow: Sandbox) -> tuple[subprocess.Popen, Path]:
+    """``zivsync run`` as its own process, returned with its run folder once its snapshot stage
+    is running (waiting for the slow Zivver)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")} | slow.env
+    process = subprocess.Popen(executable("zivsync") + ["run", "--config", str(config)], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        folders = run_folders(config)
+        if folders and (folders[0] / "summary.json").exists() and stage_processes(folders[0]) and \
+                summary_of(folders[0])["stages"][-1]["name"] == "snapshot":
+            return process, folders[0]
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError("the run never got to its snapshot stage")
+
+
 def test_a_terminated_run_says_so(tmp_path):
     """systemd stopping the job mid-run: the stage is stopped too, and the summary says so."""
     if sys.platform == "win32":
         pytest.skip("SIGTERM is POSIX")
     config = write_config(tmp_path)
     with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=CLAIMED) as slow:  # ms
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")} | slow.env
-        process = subprocess.Popen(executable("zivsync") + ["run", "--config", str(config)], env=environment,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process, folder = run_waiting_in_snapshot(config, slow)
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # wait until it is waiting for the slow Zivver
-                folders = run_folders(config)
-                if folders and (folders[0] / "summary.json").exists() and \
-                        summary_of(folders[0])["stages"][-1]["name"] == "snapshot":
-                    break
-                time.sleep(0.1)
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=30) == running.INTERRUPTED
         finally:
             if process.poll() is None:
                 process.kill()
-            process.stderr.close()
-    folder = run_folders(config)[0]
     summary = summary_of(folder)
     assert summary["outcome"] == "interrupted" and summary["exit_code"] == running.INTERRUPTED
     assert summary["stages"][-1]["name"] == "snapshot" and summary["stages"][-1]["exit_code"] != 0
@@ -249,28 +255,13 @@ def test_a_stage_does_not_outlive_a_killed_run(tmp_path):
         pytest.skip("PR_SET_PDEATHSIG is Linux's")
     config = write_config(tmp_path)
     with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=CLAIMED) as slow:  # ms
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")} | slow.env
-        process = subprocess.Popen(executable("zivsync") + ["run", "--config", str(config)], env=environment,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            folder = None
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not (folder and stage_processes(folder)):
-                folders = run_folders(config)
-                if folders and (folders[0] / "summary.json").exists() and \
-                        summary_of(folders[0])["stages"][-1]["name"] == "snapshot":
-                    folder = folders[0]
-                time.sleep(0.1)
-            assert folder and stage_processes(folder)
-            process.kill()
-            process.wait(timeout=10)
-            deadline = time.monotonic() + 10
-            while stage_processes(folder) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert not stage_processes(folder)
-        finally:
-            if process.poll() is None:
-                process.kill()
+        process, folder = run_waiting_in_snapshot(config, slow)
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while stage_processes(folder) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not stage_processes(folder)
 
 
 def stage_processes(folder: Path) -> list[Path]:
