@@ -41,17 +41,12 @@ info file holds url, host, port, username, password, ca_file.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import collections
-import dataclasses
 import datetime
-import json
 import random
 import re
 import secrets
-import signal
-import socket
 import ssl
 import sys
 import threading
@@ -61,9 +56,9 @@ import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import loopback
 import testcerts
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -157,7 +152,7 @@ def _norm_identity(identity: Any) -> str:
 
 
 @dataclass
-class Organization:
+class Organization(loopback.JsonSaved):
     """One on-premise Exchange organisation in one AD domain.
 
     * ``domain``: the mail domain (``contoso.example``); ``netbios``: the NetBIOS domain name
@@ -433,22 +428,6 @@ class Organization:
                 result[mb["PrimarySmtpAddress"]] = users
         return result
 
-    # -- saving -----------------------------------------------------------------------------
-
-    def to_json(self) -> dict:
-        return json.loads(json.dumps({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}))
-
-    @classmethod
-    def from_json(cls, data: dict) -> Organization:
-        return cls(**data)
-
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1))
-
-    @classmethod
-    def load(cls, path: Path) -> Organization:
-        return cls.from_json(json.loads(Path(path).read_text()))
-
     # -- generating -------------------------------------------------------------------------
 
     @classmethod
@@ -494,7 +473,7 @@ class Organization:
         users = []
         base_day = datetime.datetime(2015, 1, 5, 9, 0, tzinfo=datetime.UTC)
         for i in range(mailboxes):
-            first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+            first, last = rng.choice(loopback.FIRST_NAMES), rng.choice(loopback.LAST_NAMES)
             flat = last.replace(" ", "").lower()
             base = f"{first}.{flat}".lower()
             aliases[base] += 1
@@ -655,15 +634,6 @@ def standard_aces(netbios: str = "CONTOSO") -> list[dict]:
         {"user": "NT AUTHORITY\\NETWORK SERVICE", "access_rights": ["ReadPermission"], "inherited": True},
         {"user": f"{netbios}\\Managed Availability Servers", "access_rights": ["ReadPermission"], "inherited": True},
     ]
-
-
-FIRST_NAMES = ["Anna", "Bram", "Chloe", "Daan", "Emma", "Finn", "Grace", "Hugo", "Iris", "Jan",
-               "Julia", "Lars", "Lotte", "Mila", "Noah", "Olivia", "Pieter", "Quinn", "Ruben", "Sara",
-               "Sem", "Tess", "Thomas", "Vera", "Wout", "Yara", "Zoe", "Liam", "Eva", "Milan"]
-LAST_NAMES = ["Jansen", "de Vries", "van Dijk", "Bakker", "Visser", "Smit", "Meijer", "de Boer",
-              "Mulder", "de Groot", "Bos", "Vos", "Peters", "Hendriks", "van Leeuwen", "Dekker",
-              "Brouwer", "de Wit", "Dijkstra", "Smits", "de Graaf", "van der Meer", "Kok", "Jacobs",
-              "Vermeulen", "Schouten", "Willems", "Hoekstra", "Koster", "Prins"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1088,61 +1058,17 @@ def _duration(text: str | None, default: float) -> float:
     return float(match.group(1)) if match else default
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address, handler, fake: FakeExchange, context: ssl.SSLContext | None):
-        self.fake, self.ssl_context = fake, context
-        self.connections: set = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def handle_error(self, request, client_address):  # quiet: clients hang up, TLS fails on purpose
-        pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(loopback.Handler):
     server_version = "Microsoft-HTTPAPI/2.0"
-    sys_version = ""
     timeout = 120
-
-    def setup(self):
-        self.request.settimeout(self.timeout)
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.server.ssl_context is not None:
-            self.request = self.server.ssl_context.wrap_socket(self.request, server_side=True)
-        with self.server.connections_lock:
-            self.server.connections.add(self.request)
-        super().setup()
-
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            with self.server.connections_lock:
-                self.server.connections.discard(self.request)
-            try:
-                self.request.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            self.request.close()
-
-    def log_message(self, *args):
-        pass
-
-    def _serve(self):
-        self.server.fake._serve(self)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_OPTIONS = _serve
+    do_GET = do_POST = do_PUT = do_DELETE = do_OPTIONS = loopback.Handler.serve
 
 
 # --------------------------------------------------------------------------------------------
 # The fake
 # --------------------------------------------------------------------------------------------
 
-class FakeExchange:
+class FakeExchange(loopback.Loopback):
     """The fake, serving ``organization`` on ``http(s)://localhost:<port>/<path>`` from a
     background thread (start/stop with ``with``, or :meth:`start`/:meth:`stop`).
 
@@ -1162,6 +1088,8 @@ class FakeExchange:
     """
 
     host = "localhost"
+    handler = _Handler
+    thread_name = "fake-exchange"
 
     def __init__(self, folder: Path, organization: Organization, *, username: str = "CONTOSO\\svc-zivsync",
                  password: str | None = None, https: bool = True, latency: float = 0.0,
@@ -1190,54 +1118,32 @@ class FakeExchange:
         self._shells: dict[str, _Shell] = {}
         self._shells_lock = threading.Lock()
         self._shapes = _Shapes(organization, type_prefix, typed_values)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self.port = 0
+        self._closed_shells: list[_Shell] = []  # what stop() closed, to join their threads
         self.reindex()
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> Self:
         self._stopping.clear()
-        self._server = _Server(("127.0.0.1", self._requested_port), _Handler, self, self._context)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-exchange",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
+        return super().start()
 
-    def stop(self) -> None:
-        if self._server is None:
-            return
+    def _closing(self) -> None:
+        """Wake every pipeline that waits for a Receive, so that the server's threads can end."""
         self._stopping.set()
         with self._shells_lock:
-            shells = list(self._shells.values())
+            self._closed_shells = list(self._shells.values())
             self._shells.clear()
-        for shell in shells:
+        for shell in self._closed_shells:
             with shell.cond:
                 shell.closed = True
                 shell.cond.notify_all()
-        self._server.shutdown()
-        with self._server.connections_lock:
-            for conn in list(self._server.connections):
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        self._server.server_close()
-        self._thread.join(timeout=10)
-        for shell in shells:
+
+    def _closed(self) -> None:
+        for shell in self._closed_shells:
             for entry in list(shell.pipes.values()):
                 if entry.thread is not None:
                     entry.thread.join(timeout=5)
-        self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
@@ -1891,16 +1797,12 @@ class FakeExchange:
 # --------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve the fake Exchange PowerShell endpoint until killed.")
+    parser = loopback.process_arguments("Serve the fake Exchange PowerShell endpoint until killed.")
     parser.add_argument("--organization-file", type=Path, help="an Organization saved with Organization.save()")
     parser.add_argument("--generate", type=int, metavar="N", help="generate an organisation with N user mailboxes")
     parser.add_argument("--shared", type=int, default=60)
     parser.add_argument("--groups", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--folder", type=Path, help="where the certificates go (default: a temporary folder)")
-    parser.add_argument("--info-file", type=Path, help="write url, username, password, ca_file here as JSON")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
     parser.add_argument("--username", default="CONTOSO\\svc-zivsync")
     parser.add_argument("--password")
@@ -1913,23 +1815,11 @@ def main(argv: list[str] | None = None) -> int:
         org = Organization.generate(args.generate, args.shared, seed=args.seed, groups=args.groups)
     else:
         parser.error("give --organization-file or --generate")
-    import tempfile
-    scratch = None if args.folder else tempfile.TemporaryDirectory(prefix="fake-exchange-")
-    folder = args.folder or Path(scratch.name)
-    fake = FakeExchange(folder, org, username=args.username, password=args.password, https=not args.http,
-                        latency=args.latency, port=args.port, type_prefix=args.type_prefix,
-                        typed_values=args.typed_values)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
-    with fake:
-        if args.info_file:
-            args.info_file.write_text(json.dumps(fake.info(), indent=1))
-        print("READY", fake.port, flush=True)
-        stop.wait()
-    if scratch is not None:
-        scratch.cleanup()
-    return 0
+    return loopback.serve_until_signalled(
+        lambda folder: FakeExchange(folder, org, username=args.username, password=args.password,
+                                    https=not args.http, latency=args.latency, port=args.port,
+                                    type_prefix=args.type_prefix, typed_values=args.typed_values),
+        args.folder, args.info_file, "fake-exchange-")
 
 
 if __name__ == "__main__":

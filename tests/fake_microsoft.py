@@ -30,11 +30,9 @@ credentials.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import collections
 import copy
-import dataclasses
 import datetime
 import fnmatch
 import hashlib
@@ -43,8 +41,6 @@ import json
 import random
 import re
 import secrets
-import signal
-import socket
 import ssl
 import string
 import sys
@@ -53,11 +49,11 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import loopback
 import testcerts
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import jwt  # PyJWT, comes with msal
@@ -102,7 +98,7 @@ def _address(proxy: str) -> str:
 
 
 @dataclass
-class Tenant:
+class Tenant(loopback.JsonSaved):
     """One Exchange Online organisation: mailboxes, groups and mailbox permissions, in the shapes
     the cmdlets return (``Get-Mailbox``, ``Get-DistributionGroup``, ``Get-MailboxPermission``).
 
@@ -362,23 +358,6 @@ class Tenant:
             raise KeyError(address)
         return found[0]
 
-    # -- saving -----------------------------------------------------------------------------
-
-    def to_json(self) -> dict:
-        """A JSON-able deep copy (what :meth:`save` writes)."""
-        return json.loads(json.dumps({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}))
-
-    @classmethod
-    def from_json(cls, data: dict) -> Tenant:
-        return cls(**data)
-
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1))
-
-    @classmethod
-    def load(cls, path: Path) -> Tenant:
-        return cls.from_json(json.loads(Path(path).read_text()))
-
     # -- generating -------------------------------------------------------------------------
 
     @classmethod
@@ -409,7 +388,7 @@ class Tenant:
         taken: collections.Counter = collections.Counter()
         users = []
         for i in range(mailboxes):
-            first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+            first, last = rng.choice(loopback.FIRST_NAMES), rng.choice(loopback.LAST_NAMES)
             base = f"{first}.{last.replace(' ', '')}".lower()
             taken[base] += 1
             alias = base if taken[base] == 1 else f"{base}{taken[base]}"
@@ -528,15 +507,6 @@ def standard_aces() -> list[dict]:
         {"user": f"{DOMAIN_PREFIX}\\Organization Management", "access_rights": ["FullAccess"], "inherited": True},
         {"user": "NT AUTHORITY\\SYSTEM", "access_rights": ["FullAccess"], "inherited": True},
     ]
-
-
-FIRST_NAMES = ["Anna", "Bram", "Chloe", "Daan", "Emma", "Finn", "Grace", "Hugo", "Iris", "Jan",
-               "Julia", "Lars", "Lotte", "Mila", "Noah", "Olivia", "Pieter", "Quinn", "Ruben", "Sara",
-               "Sem", "Tess", "Thomas", "Vera", "Wout", "Yara", "Zoe", "Liam", "Eva", "Milan"]
-LAST_NAMES = ["Jansen", "de Vries", "van Dijk", "Bakker", "Visser", "Smit", "Meijer", "de Boer",
-              "Mulder", "de Groot", "Bos", "Vos", "Peters", "Hendriks", "van Leeuwen", "Dekker",
-              "Brouwer", "de Wit", "Dijkstra", "Smits", "de Graaf", "van der Meer", "Kok", "Jacobs",
-              "Vermeulen", "Schouten", "Willems", "Hoekstra", "Koster", "Prins"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -791,57 +761,12 @@ def _comparison(prop: str, op: str, operand):
 # The server
 # --------------------------------------------------------------------------------------------
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address, handler, fake: FakeMicrosoft, context: ssl.SSLContext):
-        self.fake, self.ssl_context = fake, context
-        self.connections: set = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def handle_error(self, request, client_address):  # quiet: clients hang up, TLS fails on purpose
-        pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(loopback.Handler):
     server_version = "Microsoft-IIS/10.0"
-    sys_version = ""
-    timeout = 60
-
-    def setup(self):
-        self.request.settimeout(self.timeout)
-        # headers and body go out in separate writes: without this, Nagle + delayed ACK cost 40 ms
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request = self.server.ssl_context.wrap_socket(self.request, server_side=True)
-        with self.server.connections_lock:
-            self.server.connections.add(self.request)
-        super().setup()
-
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            with self.server.connections_lock:
-                self.server.connections.discard(self.request)
-            try:  # the server closes the raw socket, which wrap_socket detached: close the TLS one
-                self.request.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            self.request.close()
-
-    def log_message(self, *args):
-        pass
-
-    def _serve(self):
-        self.server.fake._serve(self)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = loopback.Handler.serve
 
 
-class FakeMicrosoft:
+class FakeMicrosoft(loopback.Loopback):
     """The fake, serving ``tenant`` on ``https://localhost:<port>`` from a background thread.
 
     Arguments: ``folder`` (certificates go there), ``tenant``; ``page_size`` (the admin API's
@@ -855,6 +780,9 @@ class FakeMicrosoft:
     interval and how many polls answer ``authorization_pending`` first), ``max_batch`` (requests per
     ``$batch``), ``client_id``/``client_secret`` (the app registration; the certificate is made).
     """
+
+    handler = _Handler
+    thread_name = "fake-microsoft"
 
     def __init__(self, folder: Path, tenant: Tenant, *, page_size: int = 1000, throttle_every: int = 0,
                  retry_after: float = 1.0, token_lifetime: int = 3599, latency: float = 0.0,
@@ -898,40 +826,7 @@ class FakeMicrosoft:
             else:
                 status, message, *rest = spec
                 self.fail(target, status=status, message=message, times=rest[0] if rest else None)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
         self.reindex()
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        self._server = _Server(("127.0.0.1", self._requested_port), _Handler, self, self._context)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-microsoft",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        with self._server.connections_lock:
-            for conn in list(self._server.connections):
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        self._server.server_close()
-        self._thread.join(timeout=10)
-        self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
@@ -1786,18 +1681,14 @@ class FakeMicrosoft:
 # --------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve the fake Microsoft endpoints until killed.")
+    parser = loopback.process_arguments("Serve the fake Microsoft endpoints until killed.")
     parser.add_argument("--tenant-file", type=Path, help="a Tenant saved with Tenant.save()")
     parser.add_argument("--generate", type=int, metavar="N", help="generate a tenant with N user mailboxes")
     parser.add_argument("--shared", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--folder", type=Path, help="where the certificates go (default: a temporary folder)")
-    parser.add_argument("--info-file", type=Path, help="write the URLs, CA and credentials here as JSON")
-    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--page-size", type=int, default=1000)
     parser.add_argument("--throttle-every", type=int, default=0)
     parser.add_argument("--retry-after", type=float, default=1.0)
-    parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--token-lifetime", type=int, default=3599)
     parser.add_argument("--client-secret")
     args = parser.parse_args(argv)
@@ -1807,24 +1698,12 @@ def main(argv: list[str] | None = None) -> int:
         tenant = Tenant.generate(args.generate, args.shared, seed=args.seed)
     else:
         parser.error("give --tenant-file or --generate")
-    import tempfile
-    scratch = None if args.folder else tempfile.TemporaryDirectory(prefix="fake-microsoft-")
-    folder = args.folder or Path(scratch.name)
-    fake = FakeMicrosoft(folder, tenant, page_size=args.page_size, throttle_every=args.throttle_every,
-                         retry_after=args.retry_after, latency=args.latency,
-                         token_lifetime=args.token_lifetime, client_secret=args.client_secret,
-                         port=args.port)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
-    with fake:
-        if args.info_file:
-            args.info_file.write_text(json.dumps(fake.info(), indent=1))
-        print("READY", fake.port, flush=True)
-        stop.wait()
-    if scratch is not None:
-        scratch.cleanup()
-    return 0
+    return loopback.serve_until_signalled(
+        lambda folder: FakeMicrosoft(folder, tenant, page_size=args.page_size, throttle_every=args.throttle_every,
+                                     retry_after=args.retry_after, latency=args.latency,
+                                     token_lifetime=args.token_lifetime, client_secret=args.client_secret,
+                                     port=args.port),
+        args.folder, args.info_file, "fake-microsoft-")
 
 
 if __name__ == "__main__":
