@@ -83,7 +83,7 @@ SCHEMAS = REPO / "schemas"
 def _invocation(stage: str) -> list[str]:
     """The installed console script, or the module run from this source tree."""
     script = shutil.which(f"zivsync-{stage}")
-    return [script] if script else [sys.executable, "-m", f"stages.{stage}"]
+    return [script] if script else [sys.executable, "-m", "stages", stage]  # stage names have hyphens
 
 
 #: How each timed stage is started. Children get this repository on PYTHONPATH.
