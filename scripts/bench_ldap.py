@@ -35,7 +35,8 @@ TARGET_GROWTH_MB = 10.0
 def _commands(dc, work: Path, password_file: Path, people_filter: str | None = None) -> tuple[list, list]:
     from bench import _invocation
     from samba_dc import ADMIN_NT, BASE_DN
-    from stages.activedirectory import GROUP_FILTER, PERSON_FILTER, Scope
+
+    from stages.sources.activedirectory import GROUP_FILTER, PERSON_FILTER, Scope
     scope = Scope(BASE_DN)
     zivsync = [*_invocation("extract-ldap"), "--url", dc.ldaps_url, "--base-dn", BASE_DN, "--bind-dn", ADMIN_NT,
                "--password-file", str(password_file), "--ca-file", str(dc.tls["ca"]), "-q",
@@ -56,9 +57,9 @@ def _quoted(words: list[str]) -> str:
 
 
 def run_ldap_bench(work: Path, users: int = 10_000) -> tuple[dict, bool]:
+    import ad_seed
     from bench import measure
     from samba_dc import ADMIN_PASSWORD, SambaDC, samba_installed
-    import ad_seed
 
     if not samba_installed() or not shutil.which("ldapsearch"):
         return {"skipped": "Samba AD or ldapsearch not installed (make bench installs them as root)"}, False

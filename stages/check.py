@@ -1,4 +1,7 @@
-"""zivsync check: test every configured connection, change nothing, say what was found."""
+"""zivsync check: test every configured connection, change nothing, say what was found.
+
+The logic: ``stages/operator/nightly.py`` (the stages it starts) and ``stages/operator/mail.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ from pathlib import Path
 import click
 import orjson
 
-from . import cli, mail
+from . import cli
 from .cli import ExitStatus, ZivsyncError, option
-from .running import SOURCES, Step, is_problem, make_settings, spawn
+from .operator import mail
+from .operator.nightly import SOURCES, Step, is_problem, make_settings, spawn
+from .run import configured_state_dir
 
 HELP = """Test each configured source and Zivver, read-only, and print what was found.
 
@@ -39,10 +44,10 @@ Example:
         help="Check this source (repeatable). Default: every source with a table in the config file.")
 @click.option("--keep-files", type=click.Path(file_okay=False), metavar="DIR",
               help="Keep the streams read in this folder instead of removing them.")
-@mail.mail_options
+@cli.mail_options
 def command(sources, keep_files, **mail_options):
     params = click.get_current_context().params
-    settings = make_settings(params, sources=sources, need_source=False)
+    settings = make_settings(params, sources=sources, need_source=False, state_dir_of=configured_state_dir)
     mailing = mail.settings_from_options(**mail_options)
     common = ("--config", str(settings.config)) + settings.stage_options
     # ignore_cleanup_errors: on Windows a virus scanner may still hold a file; the check is done
@@ -125,8 +130,3 @@ def count_records(path: Path) -> Counter:
     counts["incomplete"] = 0 if ended else 1
     return counts
 
-
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()

@@ -20,17 +20,19 @@ import os
 import sys
 import time
 import tomllib
-from enum import IntEnum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import click
 import orjson
 
 from . import __version__
-from .stream import Input, StreamError
-
-log = logging.getLogger("zivsync")
+from .core import console
+from .core.console import log, progress  # noqa: F401 (the stages use cli.log, cli.progress)
+from .core.errors import ExitStatus, ServerUnreachable, ZivsyncError  # noqa: F401 (re-exported for the stages)
+from .core.secrets import read_secret  # noqa: F401 (re-exported for the stages)
+from .core.stream import Input, StreamError
+from .operator import mail
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 ENV_PREFIX = "ZIVSYNC_"
@@ -40,32 +42,6 @@ BASE_OPTIONS = {"config", "verbose", "quiet", "log_format", "inputs", "output"}
 # started, never switched on for good by a line in a config file; the others name one
 # invocation's own output.
 FLAG_ONLY = {"apply_", "resume", "version", "html_file", "show_all", "keep_files"}
-
-
-class ExitStatus(IntEnum):
-    """What a zivsync executable's exit code means. The README documents this table."""
-
-    OK = 0  #: done; for --check: nothing to change
-    ERROR = 1  #: usage, configuration or input error; nothing was written to Zivver
-    PARTIAL = 2  #: some changes failed (see the results stream)
-    REFUSED = 3  #: a safety check refused to go on (see the report on stderr)
-    UNREACHABLE = 4  #: could not reach or authenticate to a server
-    PENDING = 5  #: --check: changes are pending
-
-
-class ZivsyncError(Exception):
-    """An error the user can act on: printed without a traceback, exits with ``status``."""
-
-    def __init__(self, message: str, status: ExitStatus = ExitStatus.ERROR):
-        super().__init__(message)
-        self.status = status
-
-
-class ServerUnreachable(ZivsyncError):
-    """Could not reach, trust or sign in to a server: exit 4. Each source names its own kind."""
-
-    def __init__(self, message: str):
-        super().__init__(message, ExitStatus.UNREACHABLE)
 
 
 # -- options ----------------------------------------------------------------------------
@@ -105,25 +81,61 @@ def open_inputs(paths: tuple[str, ...]) -> list[Input]:
     return [Input.open(path) for path in paths]
 
 
-def read_secret(path: str | None, variable: str, what: str, file_option: str) -> str:
-    """A secret from the file named by ``file_option``, else from the environment variable:
-    never from a flag, which process lists and shell histories show to everyone."""
-    if path:
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as error:
-            raise ZivsyncError(f"cannot read the {what} file {path}: {error.strerror}") from None
-        # PowerShell 5.1's `>` and Out-File write UTF-16 with a BOM
-        encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
-        try:
-            secret = raw.decode(encoding).strip()
-        except UnicodeDecodeError:
-            raise ZivsyncError(f"the {what} file {path} is neither UTF-8 nor UTF-16 text") from None
-    else:
-        secret = os.environ.get(variable, "").strip()
-    if not secret:
-        raise ZivsyncError(f"no {what}: set {variable} or name a file with {file_option}")
-    return secret
+# -- the option sets that several commands share -------------------------------------------
+
+
+def zivver_options(func: Callable) -> Callable:
+    """The options of the connection to Zivver (client.CONNECTION_OPTIONS names them)."""
+    decorators = [
+        option("--zivver-url", metavar="URL",
+               help="Zivver's SCIM API, e.g. https://app.zivver.com/api/scim/v2 (or a zivsync-sandbox)."),
+        option("--zivver-api-key-file", type=click.Path(dir_okay=False), metavar="FILE",
+               help="Read the API key from this file. Default: the environment variable ZIVSYNC_ZIVVER_API_KEY "
+                    "(never a flag: flags show up in process lists)."),
+        option("--ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+               help="Verify Zivver's TLS certificate against these CAs instead of the system's."),
+        option("--insecure", is_flag=True, help="Do not verify TLS certificates (logged loudly; for tests only)."),
+        option("--rate-limit", type=click.IntRange(min=1), default=50, show_default=True,
+               help="Requests per --rate-window that Zivver allows: push paces itself to it."),
+        option("--rate-window", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+               help="Seconds of Zivver's rate-limit window."),
+        option("--timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
+               help="Seconds to wait for each answer."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def mail_options(func: Callable) -> Callable:
+    """The options of the report mail; each also reads ZIVSYNC_<NAME> and the config file."""
+    options = [
+        option("--mail-to", multiple=True, metavar="ADDRESS",
+               help="Mail the run's summary to this address (repeatable, or several separated by commas). "
+                    "Without it, no mail is sent."),
+        option("--mail-from", metavar="ADDRESS",
+               help="The sender of the summary mail, e.g. 'Zivsync <zivsync@corp.example>'."),
+        option("--smtp-host", metavar="HOST", help="The SMTP server that sends the summary mail."),
+        option("--smtp-port", type=click.IntRange(1, 65535), metavar="N",
+               help="The SMTP server's port. Default: 587, or 465 with --smtp-security tls."),
+        option("--smtp-security", type=click.Choice(mail.SECURITIES), default="starttls", show_default=True,
+               help="starttls: connect, then require STARTTLS; tls: TLS from the start (port 465); "
+                    "none: unencrypted (logged loudly)."),
+        option("--smtp-user", metavar="NAME",
+               help="Sign in to the SMTP server as this user. The password comes from the environment "
+                    "variable ZIVSYNC_SMTP_PASSWORD or --smtp-password-file (never a flag)."),
+        option("--smtp-password-file", type=click.Path(dir_okay=False), metavar="FILE",
+               help="Read the SMTP password from this file."),
+        option("--smtp-ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+               help="Verify the SMTP server's certificate against the CAs in this PEM file instead of "
+                    "the system's."),
+        option("--mail-when", type=click.Choice(mail.WHENS), default="always", show_default=True,
+               help="always: mail after every run; changes: only when something changed or went wrong; "
+                    "problems: only when something went wrong."),
+    ]
+    for decorator in reversed(options):  # click lists the last-applied option first
+        func = decorator(func)
+    return func
 
 
 # -- configuration ----------------------------------------------------------------------
@@ -138,18 +150,20 @@ def _config_params(command: click.Command) -> dict[str, click.Parameter]:
             if p.name not in BASE_OPTIONS | FLAG_ONLY and isinstance(p, click.Option)}
 
 
-def config_defaults(data: dict, command: click.Command, path: Path) -> dict:
+def config_defaults(data: dict, command: click.Command, path: Path,
+                    family: Iterable[click.Command] = ()) -> dict:
     """The option defaults that a config file gives ``command``, checked strictly.
 
     Top-level keys are shared by every stage that has an option of that name (for example
     ``claimed_domains``); a ``[normalize]``-style table holds one stage's own options and wins
     over the top level. Unknown keys are errors, with the valid ones listed: a typo in a
-    nightly job's config must not silently fall back to a default.
+    nightly job's config must not silently fall back to a default. ``family`` is every command
+    a config file may hold a table for: the executables hand it in (see ``umbrella.py``), so
+    this base imports none of the commands standing on it.
     """
-    from .umbrella import STAGES  # imported late: it imports every stage, this one included
-
-    sections = {section_name(c): c for c in STAGES}
-    shared = {name for c in STAGES for name in _config_params(c)}
+    commands = list(family) or [command]
+    sections = {section_name(c): c for c in commands}
+    shared = {name for c in commands for name in _config_params(c)}
     own = _config_params(command)
     defaults: dict[str, Any] = {}
     for key, value in data.items():
@@ -188,7 +202,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(f"cannot read {path}: {error.strerror}", ctx, param) from None
     except tomllib.TOMLDecodeError as error:
         raise click.BadParameter(f"{path} is not valid TOML: {error}", ctx, param) from None
-    ctx.default_map = config_defaults(data, ctx.command, path)
+    ctx.default_map = config_defaults(data, ctx.command, path, ctx.find_root().obj or ())
     return value
 
 
@@ -221,9 +235,6 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-_progress_shown = False
-
-
 class _AboveProgress(logging.Handler):
     """Log lines printed above a progress bar instead of through it."""
 
@@ -234,25 +245,15 @@ class _AboveProgress(logging.Handler):
 
 
 def setup_logging(prog: str, verbose: bool, quiet: bool, log_format: str) -> None:
-    global _progress_shown
     # Progress bars only for a person watching: a terminal, text logs, not --quiet. A scheduled
     # job's log file or a pipe gets the log lines and nothing else.
-    _progress_shown = log_format == "text" and not quiet and bool(getattr(sys.stderr, "isatty", None)) \
-        and sys.stderr.isatty()
-    handler = _AboveProgress() if _progress_shown else logging.StreamHandler(sys.stderr)
+    shown = log_format == "text" and not quiet and bool(getattr(sys.stderr, "isatty", None)) and sys.stderr.isatty()
+    console.show_progress(shown)
+    handler = _AboveProgress() if shown else logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter(prog) if log_format == "json" else _TextFormatter(prog))
     log.handlers[:] = [handler]
     log.propagate = False
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-
-
-def progress(label: str, total: int | None = None, unit: str = ""):
-    """A progress bar on stderr when a person is watching (see setup_logging), else a silent one:
-    ``with cli.progress("people read") as bar: bar.update()``."""
-    import tqdm  # imported only by the stages that show progress
-
-    return tqdm.tqdm(desc=label, total=total, unit=unit or " it", file=sys.stderr, disable=not _progress_shown,
-                     leave=False, dynamic_ncols=True, mininterval=0.25)
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -309,11 +310,13 @@ def _utf8_text_output() -> None:
             stream.reconfigure(encoding="utf-8", errors="backslashreplace")
 
 
-def run(command: click.Command, args: list[str] | None = None, prog: str | None = None) -> int:
-    """Run a command the way every executable does, turning errors into exit codes."""
+def run(command: click.Command, args: list[str] | None = None, prog: str | None = None,
+        family: Iterable[click.Command] = ()) -> int:
+    """Run a command the way every executable does, turning errors into exit codes. ``family``:
+    every command whose table a config file may hold (to tell a typo from another stage's table)."""
     prog = prog or command.name
     try:
-        result = command.main(args=args, prog_name=prog, standalone_mode=False)
+        result = command.main(args=args, prog_name=prog, standalone_mode=False, obj=tuple(family))
     except click.exceptions.Exit as done:  # --help, --version
         return done.exit_code
     except click.ClickException as error:
@@ -353,10 +356,10 @@ def _silence_stdout() -> None:
         pass
 
 
-def entry_point(command: click.Command) -> Callable[[], None]:
+def entry_point(command: click.Command, family: Iterable[click.Command] = ()) -> Callable[[], None]:
     """The console-script function for a command."""
 
     def main() -> None:
-        sys.exit(run(command))
+        sys.exit(run(command, family=family))
 
     return main

@@ -1,4 +1,7 @@
-"""zivsync-diff: desired and current accounts in, the plan out."""
+"""zivsync-diff: desired and current accounts in, the plan out.
+
+The logic: ``stages/core/planning.py`` (diff's rules) and ``stages/core/account_mapping.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,13 @@ import hashlib
 
 import click
 
-from . import cli, schema, state
+from . import cli
 from .cli import ExitStatus, ZivsyncError, option
-from .planning import Account, DiffOptions, PlanError, diff
-from .reporting import describe_plan
-from .stream import Input, StreamReader, StreamWriter, dumps_canonical, input_digests, open_output
+from .core import account_mapping as state
+from .core import schema
+from .core.describe import describe_plan
+from .core.planning import Account, DiffOptions, PlanError, diff
+from .core.stream import Input, StreamReader, StreamWriter, dumps_canonical, input_digests, open_output
 
 HELP = """Compare the desired accounts with Zivver's current ones and write the plan.
 
@@ -128,8 +133,3 @@ def _config(options: DiffOptions) -> dict:
         "update_sso_keys": options.update_sso_keys,
     }
 
-
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()

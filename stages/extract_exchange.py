@@ -1,5 +1,8 @@
 """zivsync-extract-exchange: mailboxes, groups and Full Access from Exchange on-premise, as a
-directory stream."""
+directory stream.
+
+The logic: ``stages/sources/exchangeonprem.py`` over ``stages/sources/exchangeonline.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,10 @@ import click
 
 from . import cli
 from .cli import ExitStatus, ZivsyncError
-from .exchangeonline import KIND_NAMES, Reader, Scope
-from .exchangeonprem import AUTHS, Endpoint, RemotePowerShell
-from .extracting import write_directory
-from .http import ApiError
+from .core.http import ApiError
+from .sources.directory_stream import write_directory
+from .sources.exchangeonline import KIND_NAMES, Reader, Scope
+from .sources.exchangeonprem import AUTHS, Endpoint, RemotePowerShell
 
 HELP = """Read mailboxes, groups and Full Access permissions from Exchange on-premise through its
 remote PowerShell endpoint (http(s)://SERVER/PowerShell/) and write them as a directory stream.
@@ -122,8 +125,3 @@ def _failure(error: Exception) -> ZivsyncError | None:
         return ZivsyncError(f"Exchange: {error.path}: {error.message}", ExitStatus.UNREACHABLE)
     return None
 
-
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,7 @@
-"""zivsync-extract-exo: mailboxes, groups and Full Access from Exchange Online, as a directory stream."""
+"""zivsync-extract-exo: mailboxes, groups and Full Access from Exchange Online, as a directory stream.
+
+The logic: ``stages/sources/exchangeonline.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ import click
 
 from . import cli
 from .cli import ExitStatus, ZivsyncError
-from .exchangeonline import CLOUDS, KIND_NAMES, Cloud, ExchangeApi, Login, Reader, Scope, Tokens
-from .http import ApiError
-from .extracting import write_directory
+from .core.http import ApiError
+from .sources.directory_stream import write_directory
+from .sources.exchangeonline import CLOUDS, KIND_NAMES, Cloud, ExchangeApi, Login, Reader, Scope, Tokens
 
 HELP = """Read mailboxes, groups and Full Access permissions from Exchange Online (through the
 Exchange admin API, no PowerShell) and write them as a directory stream.
@@ -150,8 +153,3 @@ def _failure(error: Exception) -> ZivsyncError | None:
         return ZivsyncError(f"Exchange Online: {error}", ExitStatus.UNREACHABLE)
     return None
 
-
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,7 @@
-"""zivsync-extract-ldap: people and groups from Active Directory, as a directory stream."""
+"""zivsync-extract-ldap: people and groups from Active Directory, as a directory stream.
+
+The logic: ``stages/sources/activedirectory.py`` (with ``ldif.py`` and ``ldapfilter.py`` beside it).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ from pathlib import Path
 import click
 
 from . import cli
-from .activedirectory import LdapFailure, LdifDirectory, LiveDirectory, Scope, Server, records
 from .cli import ExitStatus
-from .extracting import write_directory
+from .sources.activedirectory import LdapFailure, LdifDirectory, LiveDirectory, Scope, Server, records
+from .sources.directory_stream import write_directory
 
 HELP = """Read people and groups from Active Directory (or an LDIF export of it) and write them
 as a directory stream.
@@ -169,8 +172,3 @@ def _sha256(path: Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()

@@ -1,12 +1,14 @@
-"""zivsync-normalize: directory streams in, the desired Zivver accounts out."""
+"""zivsync-normalize: directory streams in, the desired Zivver accounts out.
+
+The logic: ``stages/core/directory.py`` (normalize's rules).
+"""
 
 from __future__ import annotations
 
-
 from . import cli
 from .cli import ExitStatus, ZivsyncError, option
-from .directory import Scope, ScopeError, normalize
-from .stream import StreamReader, StreamWriter, input_digests, open_output
+from .core.directory import Scope, ScopeError, normalize
+from .core.stream import StreamReader, StreamWriter, input_digests, open_output
 
 HELP = """Turn one or more directory streams into the accounts Zivver should have.
 
@@ -105,8 +107,3 @@ def _report(result, incomplete: list[str]) -> None:
     if incomplete:
         cli.log.warning("the accounts stream is marked incomplete: diff will suspend nobody from it")
 
-
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()

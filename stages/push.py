@@ -1,4 +1,7 @@
-"""zivsync-push: apply a reviewed plan to Zivver, and write what happened."""
+"""zivsync-push: apply a reviewed plan to Zivver, and write what happened.
+
+The logic: ``stages/zivver/applying.py`` over the SCIM client ``stages/zivver/client.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,14 @@ from pathlib import Path
 
 import click
 
-from . import cli, state, zivver
+from . import cli
 from .cli import ExitStatus, ZivsyncError, option
-from .planning import in_dependency_order
-from .pushing import Abort, Pusher, Zivver
-from .reporting import describe_plan
-from .stream import Input, StreamError, StreamReader, StreamWriter, input_digests
+from .core import account_mapping as state
+from .core.describe import describe_plan
+from .core.planning import in_dependency_order
+from .core.stream import Input, StreamError, StreamReader, StreamWriter, input_digests
+from .zivver import client as zivver
+from .zivver.applying import Abort, Pusher, Zivver
 
 RESUMED = "applied by an earlier run (--resume)"
 
@@ -47,7 +52,7 @@ Example:
         help="Results of an earlier, interrupted push of this plan: what they say was applied is skipped.")
 @option("--state", "state_dir", type=click.Path(file_okay=False), metavar="DIR",
         help="The state folder holding the account mapping (anchor → Zivver id) that diff reads.")
-@zivver.connection_options
+@cli.zivver_options
 def command(inputs, output, apply_, resume, state_dir, **connection):
     sources = cli.open_inputs(inputs)
     reader = StreamReader(sources, ["plan"])
@@ -189,8 +194,3 @@ class _MappingSaver:
             state.save(self.mapping, Path(self.state_dir))
             self.saved, self.dirty = time.monotonic(), False
 
-
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()

@@ -1,12 +1,17 @@
-"""zivsync-report: a plan, or a run folder of zivsync run, summarised for people."""
+"""zivsync-report: a plan, or a run folder of zivsync run, summarised for people.
+
+The logic: ``stages/operator/reports.py`` (text) and ``stages/operator/html_report.py``.
+"""
 
 from __future__ import annotations
 
 import click
 
-from . import cli, htmlreport, reporting
+from . import cli
 from .cli import ExitStatus
-from .stream import open_output
+from .core.stream import open_output
+from .operator import html_report as htmlreport
+from .operator import reports as reporting
 
 HELP = """Summarise a plan, or a run folder of zivsync run, for people to review.
 
@@ -42,8 +47,3 @@ def command(path: str, html_file: str | None, show_all: bool):
     click.echo(reporting.describe_report(report, limit=None if show_all else reporting.SHOWN))
     return ExitStatus.OK
 
-
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()

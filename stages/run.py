@@ -1,18 +1,41 @@
-"""zivsync run: the whole pipeline from one config file, into a dated run folder."""
+"""zivsync run: the whole pipeline from one config file, into a dated run folder.
+
+The logic: ``stages/operator/nightly.py``.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
 import click
 
-from . import cli, htmlreport, mail, reporting
+from . import cli, push
 from .cli import ZivsyncError, option
-from .running import (INTERRUPTED, SOURCES, Interrupted, Run, Settings, locked, make_settings, new_run_folder,
-                      now_rfc3339, outcome_message, outcome_of, plan_facts, plan_steps, prune,
-                      results_facts, stage_directories, terminate_as_interrupt)
+from .operator import html_report as htmlreport
+from .operator import mail
+from .operator import reports as reporting
+from .operator.nightly import (
+    INTERRUPTED,
+    SOURCES,
+    Interrupted,
+    Run,
+    Settings,
+    locked,
+    make_settings,
+    new_run_folder,
+    now_rfc3339,
+    outcome_message,
+    outcome_of,
+    plan_facts,
+    plan_steps,
+    prune,
+    results_facts,
+    stage_directories,
+    terminate_as_interrupt,
+)
 
 HELP = """Run the configured sources, normalize, snapshot, diff and (with --apply) push.
 
@@ -48,10 +71,10 @@ Example:
         help="Stop a stage that takes longer than this (exit 124); 0: no limit.")
 @option("--directory", "directories", multiple=True, type=click.Path(dir_okay=False, exists=True), metavar="FILE",
         help="Also normalize this directory stream, made by a script of your own (repeatable; copied into the run folder).")
-@mail.mail_options
+@cli.mail_options
 def command(apply_, sources, runs_dir, keep, lock_wait, stage_timeout, directories, **mail_options):
     context = click.get_current_context()
-    settings = make_settings(context.params, apply_=apply_, sources=sources, runs_dir=runs_dir, keep=keep,
+    settings = make_settings(context.params, state_dir_of=configured_state_dir, apply_=apply_, sources=sources, runs_dir=runs_dir, keep=keep,
                              lock_wait=lock_wait, directories=directories, stage_timeout=stage_timeout)
     mailing = mail.settings_from_options(**mail_options)
     with locked(settings):
@@ -144,7 +167,9 @@ def _send(mailing: mail.MailSettings, report: reporting.Report | None, summary: 
     return {"sent": True, "to": list(mailing.to)}
 
 
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()
+def configured_state_dir(data: dict, config: Path) -> Path | None:
+    """The state folder push will use, as it will resolve it (environment, then the file)."""
+    family = click.get_current_context().find_root().obj or ()
+    value = os.environ.get("ZIVSYNC_STATE_DIR") or cli.config_defaults(data, push.command, config, family).get(
+        "state_dir")
+    return Path(value).resolve() if value else None

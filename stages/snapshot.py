@@ -1,12 +1,15 @@
-"""zivsync-snapshot: Zivver's accounts as they are now, as an accounts stream. Read-only."""
+"""zivsync-snapshot: Zivver's accounts as they are now, as an accounts stream. Read-only.
+
+The logic: ``stages/zivver/scim.py`` over the SCIM client ``stages/zivver/client.py``.
+"""
 
 from __future__ import annotations
 
-
-from . import cli, zivver
+from . import cli
 from .cli import ExitStatus, ZivsyncError
-from .scim import snapshot_accounts
-from .stream import StreamWriter, open_output
+from .core.stream import StreamWriter, open_output
+from .zivver import client as zivver
+from .zivver.scim import snapshot_accounts
 
 HELP = """Read every account of the Zivver organisation and write it as an accounts stream.
 
@@ -23,7 +26,7 @@ Example:
 
 @cli.stage("zivsync-snapshot", HELP)
 @cli.output_option
-@zivver.connection_options
+@cli.zivver_options
 def command(output, **connection):
     client = zivver.connect(connection)
     try:
@@ -47,8 +50,3 @@ def command(output, **connection):
                  client.stats.requests)
     return ExitStatus.OK
 
-
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,7 @@
-"""zivsync-validate: check streams and report every problem."""
+"""zivsync-validate: check streams and report every problem.
+
+The logic: ``stages/core/stream.py`` and ``stages/core/schema.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import click
 
 from . import cli
 from .cli import ExitStatus
-from .stream import Input, StreamError, StreamReader, open_output
+from .core.stream import Input, StreamError, StreamReader, open_output
 
 HELP = """Check zivsync streams against their schemas and report every problem found.
 
@@ -68,8 +71,3 @@ def _check(source: Input, strict: bool) -> tuple[bool, list[str]]:
     report.extend(f"{source.name}: incomplete: {reason}" for reason in reader.incomplete_reasons)
     return not problems and (reader.complete or not strict), report
 
-
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()

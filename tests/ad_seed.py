@@ -17,7 +17,6 @@ import base64
 import uuid
 
 from ldap3.utils.dn import escape_rdn
-
 from samba_dc import BASE_DN
 
 CLAIMED = ("corp.example.test", "corp.example.nl")

@@ -57,15 +57,14 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import loopback
-import testcerts
 from typing import Any, Self
 from urllib.parse import urlsplit
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
+import loopback
 import psrpcore
+import testcerts
 from psrpcore._payload import PSRPMessage, create_message
 from psrpcore.types import (
     ErrorCategory,

@@ -97,8 +97,8 @@ def executable(name: str) -> list[str]:
     found = shutil.which(name)
     if found:
         return [found]
-    module = "umbrella" if name == "zivsync" else name.removeprefix("zivsync-")
-    return [sys.executable, "-m", f"stages.{module}"]
+    command = [] if name == "zivsync" else [name.removeprefix("zivsync-")]
+    return [sys.executable, "-m", "stages", *command]
 
 
 def run(name: str, *args: str | Path, input: bytes | None = None, env: dict | None = None,

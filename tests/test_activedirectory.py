@@ -10,8 +10,19 @@ from collections import Counter
 import ldap3
 import pytest
 
-from stages.activedirectory import (CONNECTION_OPTIONS, LdifDirectory, LiveDirectory, Scope, Server, group_record, guid_text,
-                                    ldapsearch_command, mail_addresses, person_record, sid_text)
+from stages.sources.activedirectory import (
+    CONNECTION_OPTIONS,
+    LdifDirectory,
+    LiveDirectory,
+    Scope,
+    Server,
+    group_record,
+    guid_text,
+    ldapsearch_command,
+    mail_addresses,
+    person_record,
+    sid_text,
+)
 
 GUID = uuid.UUID("6b29fc40-ca47-1067-b31d-00dd010662da")
 SID = bytes.fromhex("010500000000000515000000a065cfc8780b0b7e86ab0b37c4040000")  # S-1-5-21-...-1220
@@ -198,6 +209,7 @@ def _b64(raw: bytes) -> str:
 
 def test_kerberos_without_its_package_says_what_to_install(monkeypatch):
     import importlib.util
+
     from stages.cli import ZivsyncError
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from fake_microsoft import FakeMicrosoft, Tenant
 from helpers import API_KEY, EXAMPLES, Sandbox, read_jsonl, run
 from samba_dc import ADMIN_NT, ADMIN_PASSWORD, BASE_DN
+
 from stages.cli import ExitStatus
 
 CLAIMED = ("fabrikam.example", "fabrikam.nl")
@@ -100,8 +100,8 @@ ca_file = "{fake.ca_file}"
 
 
 def test_zivver_alone_and_the_mail_server(sandbox, tmp_path):
-    from test_mail import PASSWORD, USER, authenticate, server_context, smtp_server
     import testcerts
+    from test_mail import PASSWORD, USER, authenticate, server_context, smtp_server
 
     certs = testcerts.ca_and_server(tmp_path / "certs", "zivsync check mail CA")
     config = tmp_path / "zivsync.toml"

@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from helpers import account, executable, jsonl, person, read_jsonl, run, segment, write_stream
+
 from stages.cli import ExitStatus
 from stages.umbrella import STAGES
 

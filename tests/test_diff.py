@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import account
-from stages.planning import DiffOptions, diff
-from stages.state import MappedAccount, Mapping
+
+from stages.core.account_mapping import MappedAccount, Mapping
+from stages.core.planning import DiffOptions, diff
 
 CLAIMED = frozenset({"example.com", "example.nl"})
 LOOSE = dict(max_suspend=10**6, max_suspend_percent=100.0)
@@ -319,6 +319,6 @@ def test_matched_functional_losing_every_delegate_is_emptied_and_counted_by_safe
 
 
 def test_two_desired_accounts_claiming_one_address_is_an_error():
-    from stages.planning import PlanError
+    from stages.core.planning import PlanError
     with pytest.raises(PlanError, match="both claim x@example.com"):
         plan([account("a@example.com", aliases=["x@example.com"]), account("b@example.com", aliases=["x@example.com"])], [])

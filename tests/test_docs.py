@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 from helpers import ROOT
+
 from stages.umbrella import STAGES
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import codecs
 
 import pytest
-
 from helpers import EXAMPLES, read_jsonl, run
 
 LDIF = EXAMPLES / "fabrikam.ldif"

@@ -6,8 +6,17 @@ import orjson
 import pytest
 
 from stages.cli import ZivsyncError
-from stages.exchangeonline import (Cmdlet, Login, Names, addresses_of, group_record, is_principal_without_mailbox,
-                                   object_id, odata_error, person_record)
+from stages.sources.exchangeonline import (
+    Cmdlet,
+    Login,
+    Names,
+    addresses_of,
+    group_record,
+    is_principal_without_mailbox,
+    object_id,
+    odata_error,
+    person_record,
+)
 
 MAILBOX = {"Guid": "2A1FAF15-0000-4000-8000-000000000001",
            "ExternalDirectoryObjectId": "AAD00000-0000-4000-8000-0000000000AA",
@@ -93,7 +102,7 @@ def test_a_name_two_objects_share_names_neither():
 
 
 def test_flags_and_odd_addresses():
-    from stages.exchangeonline import _flag
+    from stages.sources.exchangeonline import _flag
     assert [_flag(v) for v in (True, False, "True", "false", None, "maybe")] == [True, False, True, False, False, None]
     primary, addresses = addresses_of({"PrimarySmtpAddress": "jan@contoso.example",
                                        "EmailAddresses": ["SMTP:jan@contoso.example", "smtp:jan@contoso"]})

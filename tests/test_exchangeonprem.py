@@ -7,8 +7,8 @@ import pytest
 from pypsrp.serializer import Serializer
 
 from stages.cli import ZivsyncError
-from stages.exchangeonline import Names, person_record
-from stages.exchangeonprem import Endpoint, RemotePowerShell, as_dict
+from stages.sources.exchangeonline import Names, person_record
+from stages.sources.exchangeonprem import Endpoint, RemotePowerShell, as_dict
 
 MAILBOX = """<Obj RefId="0"><TN RefId="0"><T>Deserialized.Microsoft.Exchange.Data.Directory.Management.Mailbox</T>
 <T>Deserialized.Microsoft.Exchange.Data.Directory.Management.MailEnabledOrgPerson</T><T>Deserialized.System.Object</T>

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from fake_exchange import FakeExchange, Organization
 from helpers import account, run, sync_into_sandbox, write_stream
+
 from stages.cli import ExitStatus
 
 DOMAIN = "contoso.example"

@@ -8,9 +8,9 @@ import math
 from pathlib import Path
 
 import pytest
-
 from fake_microsoft import FakeMicrosoft, Tenant
 from helpers import run, sync_into_sandbox, write_stream
+
 from stages.cli import ExitStatus
 
 DOMAIN = "contoso.example"

@@ -9,13 +9,13 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import pytest
-
 import ad_seed
+import pytest
 from ad_seed import ALUMNI, BULK, CLAIMED, CONSISTENCY_GUID, EXCLUDED, GROUPS, SHARED, STAFF
 from conftest import need
 from helpers import account, run, sync_into_sandbox, write_stream
 from samba_dc import ADMIN_DN, ADMIN_NT, ADMIN_PASSWORD, ADMIN_UPN, BASE_DN
+
 from stages.cli import ExitStatus
 
 PASSWORD_VARIABLE = {"ZIVSYNC_LDAP_PASSWORD": ADMIN_PASSWORD}
@@ -255,7 +255,7 @@ def export_ldif(dc, path: Path, tmp_path: Path) -> Path:
     """What an administrator exports with OpenLDAP's ldapsearch (folded at 76 columns, binary
     values in base64), for the attributes extract-ldap reads."""
     need(bool(shutil.which("ldapsearch")), "ldapsearch (ldap-utils)", "scripts/install-test-deps.sh installs it")
-    from stages.activedirectory import GROUP_ATTRIBUTES, PERSON_ATTRIBUTES
+    from stages.sources.activedirectory import GROUP_ATTRIBUTES, PERSON_ATTRIBUTES
     secret = tmp_path / "ldapsearch-password"
     secret.write_text(ADMIN_PASSWORD)
     secret.chmod(0o600)

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import EXAMPLES, run
+
 from stages import __version__
 
 GOLDEN = Path(__file__).parent / "golden"

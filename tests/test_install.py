@@ -40,6 +40,6 @@ def test_installed_wheel_works_outside_the_checkout(tmp_path):
     assert (work / "desired.jsonl").read_bytes().endswith(b'"type":"end","count":' +
                                                          str(len((work / "desired.jsonl").read_bytes().splitlines()) - 2).encode() + b"}\n")
 
-    where = subprocess.run([str(bin_dir / "python"), "-c", "import stages.schema as s; print(s.schema_dir())"],
+    where = subprocess.run([str(bin_dir / "python"), "-c", "import stages.core.schema as s; print(s.schema_dir())"],
                            capture_output=True, text=True, cwd=work, env=environment)
     assert str(venv) in where.stdout, "schemas must come from the installed wheel, not the checkout"

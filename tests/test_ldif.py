@@ -1,4 +1,4 @@
-"""The LDIF reader (stages/ldif.py) and the local LDAP filter evaluator (stages/ldapfilter.py)."""
+"""The LDIF reader (stages/sources/ldif.py) and the local LDAP filter evaluator (stages/sources/ldapfilter.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pickle
 
 import pytest
 
-from stages.ldapfilter import FilterError, compile_filter
-from stages.ldif import LdifError, decode_entries, read_entries
+from stages.sources.ldapfilter import FilterError, compile_filter
+from stages.sources.ldif import LdifError, decode_entries, read_entries
 
 GUID = bytes(range(0, 256, 16))  # 00 10 20 ... f0: NUL and non-UTF-8 bytes both
 GUID_B64 = base64.b64encode(GUID).decode()

@@ -1,4 +1,4 @@
-"""The report mail (stages/mail.py) against a real SMTP server: aiosmtpd on a loopback port,
+"""The report mail (stages/operator/mail.py) against a real SMTP server: aiosmtpd on a loopback port,
 with a certificate from a test CA, STARTTLS required and a login that needs TLS."""
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import socket
 import ssl
 
 import pytest
+import testcerts
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-import testcerts
-from stages import cli, mail
+from stages import cli
 from stages.cli import ExitStatus, ServerUnreachable, ZivsyncError
+from stages.operator import mail
 
 USER = "svc-zivsync"
 PASSWORD = "Sm7p-secret-never-printed-4b2e"
@@ -312,7 +313,7 @@ def test_the_options_read_the_environment(monkeypatch):
     from click.testing import CliRunner
 
     @click.command()
-    @mail.mail_options
+    @cli.mail_options
     def command(**values):
         click.echo(repr(mail.settings_from_options(**values)))
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import group, permission, person
-from stages.directory import Scope, ScopeError, normalize
+
+from stages.core.directory import Scope, ScopeError, normalize
 
 CLAIMED = frozenset({"example.com", "example.nl"})
 

@@ -9,8 +9,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from helpers import ROOT
+
 from stages.umbrella import STAGES
 
 SCRIPTS = sorted(p for folder in ("linux", "windows") for p in (ROOT / "scripts" / folder).iterdir())

@@ -9,9 +9,9 @@ import orjson
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from stages import planning
-from stages.planning import DiffOptions
-from stages.stream import Input, StreamError, StreamReader, StreamWriter
+from stages.core import planning
+from stages.core.planning import DiffOptions
+from stages.core.stream import Input, StreamError, StreamReader, StreamWriter
 
 SETTINGS = settings(max_examples=200, deadline=None)
 

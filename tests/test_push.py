@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from helpers import API_KEY, EXAMPLES, Sandbox, account, executable, jsonl, read_jsonl, run, segment, write_stream
+
 from stages.cli import ExitStatus
 
 CONFIG = EXAMPLES / "zivsync.toml"

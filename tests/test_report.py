@@ -17,11 +17,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from conftest import need
 from helpers import ROOT, jsonl, read_jsonl, run, segment, write_stream
-from stages import htmlreport, reporting
+
 from stages.cli import ExitStatus, ZivsyncError
+from stages.operator import html_report as htmlreport
+from stages.operator import reports as reporting
 
 GOLDEN_PLAN = ROOT / "tests" / "golden" / "plan.jsonl"
 RUN_ID = "20261127T013304Z"

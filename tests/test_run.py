@@ -13,10 +13,10 @@ from pathlib import Path
 
 import filelock
 import pytest
-
 import testcerts
 from helpers import API_KEY, EXAMPLES, Sandbox, executable, read_jsonl, run
-from stages import running
+
+from stages.operator import nightly as running
 
 CLAIMED = ("fabrikam.example", "fabrikam.nl")
 

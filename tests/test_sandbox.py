@@ -19,9 +19,9 @@ from pathlib import Path
 import orjson
 import pytest
 import requests
-
 from helpers import account, executable, run, write_stream
-from stages.sandbox import TokenBucket
+
+from stages.zivver.sandbox_server import TokenBucket
 
 KEY = "Z1.1.2.c2FuZGJveC10ZXN0LWtleQ"
 CLAIMED = ("--claimed-domain", "example.com", "--claimed-domain", "example.nl")
@@ -642,7 +642,7 @@ def test_latency_delays_api_requests_only(start):
 
 
 def test_state_rules_are_plain_python():
-    from stages.sandbox import ScimError, State
+    from stages.zivver.sandbox_server import ScimError, State
 
     state = State(["example.com"], today=lambda: "2026-01-01")
     ann = state.create_user({"userName": "ann@example.com", USER_EXT: {"aliases": ["a@example.com"]}})

@@ -8,9 +8,9 @@ import copy
 import jsonschema
 import orjson
 import pytest
-
 from helpers import EXAMPLES, ROOT
-from stages import schema
+
+from stages.core import schema
 
 SHIPPED = sorted(EXAMPLES.glob("*.jsonl")) + sorted((ROOT / "tests" / "golden").glob("*.jsonl"))
 

@@ -9,10 +9,10 @@ import re
 import time
 
 import pytest
-
 from helpers import FIXED_EPOCH, account, header, jsonl, read_jsonl, run, segment, write_stream
+
 from stages import __version__
-from stages.stream import Input, StreamError, StreamReader, StreamWriter, open_output
+from stages.core.stream import Input, StreamError, StreamReader, StreamWriter, open_output
 
 UNICODE_NAME = "Zoë Ødegård 王芳"
 RECORDS = [

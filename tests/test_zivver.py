@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stages import scim
 from stages.cli import ZivsyncError
-from stages.zivver import Client, TokenBucket, ZIVVER_GROUP, ZIVVER_USER, connect
+from stages.zivver import scim
+from stages.zivver.client import ZIVVER_GROUP, ZIVVER_USER, Client, TokenBucket, connect
 
 
 class FakeTime:

@@ -25,7 +25,7 @@ from typing import Callable
 
 import requests
 
-from . import __version__
+from .. import __version__
 
 log = logging.getLogger("zivsync")
 

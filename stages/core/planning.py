@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .state import Mapping
+from .account_mapping import Mapping
 from .stream import dumps_canonical
 
 # The order push applies them in (DESIGN.md §5): members of functional accounts are user

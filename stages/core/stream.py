@@ -28,7 +28,8 @@ from typing import IO, Iterable, Iterator
 import msgspec
 import orjson
 
-from . import __version__, schema
+from .. import __version__
+from . import schema
 
 FORMAT_VERSION = 1
 STDIN_NAME = "<stdin>"

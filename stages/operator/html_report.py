@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import html
 
-from . import __version__
-from .reporting import STATUS_ORDER, Report, describe_safety, field_changes, is_creation, list_delta
+from .. import __version__
+from .reports import STATUS_ORDER, Report, describe_safety, field_changes, is_creation, list_delta
 
 # One colour per op: the hue says what happens (green creates, blue updates, purple renames,
 # teal reactivates, orange suspends, red deletes), the shade the kind (dark: a personal

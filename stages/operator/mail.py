@@ -2,7 +2,7 @@
 
 TLS is on and verified unless the configuration explicitly says ``none``; the password comes
 from ``ZIVSYNC_SMTP_PASSWORD`` or a file, never from a flag, and never shows up in a log line,
-an error or ``repr()``. Every failure becomes :class:`cli.ServerUnreachable` (exit 4) naming
+an error or ``repr()``. Every failure becomes :class:`ServerUnreachable` (exit 4) naming
 the server and what went wrong.
 """
 
@@ -14,14 +14,13 @@ import email.utils
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-import click
-
-from . import cli
+from ..core.console import log
+from ..core.errors import ServerUnreachable, ZivsyncError
+from ..core.secrets import read_secret
 
 SECURITIES = ("starttls", "tls", "none")
 WHENS = ("always", "changes", "problems")
@@ -52,37 +51,6 @@ class MailSettings:
 # -- configuration -----------------------------------------------------------------------
 
 
-def mail_options(func: Callable) -> Callable:
-    """The options of the report mail; each also reads ZIVSYNC_<NAME> and the config file."""
-    options = [
-        cli.option("--mail-to", multiple=True, metavar="ADDRESS",
-                   help="Mail the run's summary to this address (repeatable, or several separated by commas). "
-                        "Without it, no mail is sent."),
-        cli.option("--mail-from", metavar="ADDRESS",
-                   help="The sender of the summary mail, e.g. 'Zivsync <zivsync@corp.example>'."),
-        cli.option("--smtp-host", metavar="HOST", help="The SMTP server that sends the summary mail."),
-        cli.option("--smtp-port", type=click.IntRange(1, 65535), metavar="N",
-                   help="The SMTP server's port. Default: 587, or 465 with --smtp-security tls."),
-        cli.option("--smtp-security", type=click.Choice(SECURITIES), default="starttls", show_default=True,
-                   help="starttls: connect, then require STARTTLS; tls: TLS from the start (port 465); "
-                        "none: unencrypted (logged loudly)."),
-        cli.option("--smtp-user", metavar="NAME",
-                   help="Sign in to the SMTP server as this user. The password comes from the environment "
-                        "variable ZIVSYNC_SMTP_PASSWORD or --smtp-password-file (never a flag)."),
-        cli.option("--smtp-password-file", type=click.Path(dir_okay=False), metavar="FILE",
-                   help="Read the SMTP password from this file."),
-        cli.option("--smtp-ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
-                   help="Verify the SMTP server's certificate against the CAs in this PEM file instead of "
-                        "the system's."),
-        cli.option("--mail-when", type=click.Choice(WHENS), default="always", show_default=True,
-                   help="always: mail after every run; changes: only when something changed or went wrong; "
-                        "problems: only when something went wrong."),
-    ]
-    for option in reversed(options):  # click lists the last-applied option first
-        func = option(func)
-    return func
-
-
 def settings_from_options(mail_to, mail_from, smtp_host, smtp_port, smtp_security, smtp_user,
                           smtp_password_file, smtp_ca_file, mail_when) -> MailSettings | None:
     """The mail settings from the options, or None when no --mail-to asks for a mail."""
@@ -90,22 +58,22 @@ def settings_from_options(mail_to, mail_from, smtp_host, smtp_port, smtp_securit
         return None
     recipients = tuple(str(a) for value in mail_to for a in _addresses(value, "--mail-to"))
     if not smtp_host:
-        raise cli.ZivsyncError("--mail-to needs --smtp-host: the SMTP server that sends the mail")
+        raise ZivsyncError("--mail-to needs --smtp-host: the SMTP server that sends the mail")
     if not mail_from:
-        raise cli.ZivsyncError("--mail-to needs --mail-from: the sender of the mail")
+        raise ZivsyncError("--mail-to needs --mail-from: the sender of the mail")
     sender = _addresses(mail_from, "--mail-from")
     if len(sender) != 1:
-        raise cli.ZivsyncError(f"--mail-from: {mail_from!r} is more than one address")
+        raise ZivsyncError(f"--mail-from: {mail_from!r} is more than one address")
     security = smtp_security or "starttls"
     if smtp_user and security == "none":
-        raise cli.ZivsyncError("--smtp-user with --smtp-security none would send the SMTP password unencrypted: "
+        raise ZivsyncError("--smtp-user with --smtp-security none would send the SMTP password unencrypted: "
                                "use starttls or tls")
     password = None
     if smtp_user:
-        password = cli.read_secret(smtp_password_file, "ZIVSYNC_SMTP_PASSWORD", "SMTP password",
+        password = read_secret(smtp_password_file, "ZIVSYNC_SMTP_PASSWORD", "SMTP password",
                                    "--smtp-password-file")
     elif smtp_password_file:
-        raise cli.ZivsyncError("--smtp-password-file needs --smtp-user: the user the password belongs to")
+        raise ZivsyncError("--smtp-password-file needs --smtp-user: the user the password belongs to")
     port = smtp_port or (465 if security == "tls" else 587)
     return MailSettings(to=recipients, sender=str(sender[0]), host=smtp_host, port=port, security=security,
                         username=smtp_user or None, password=password, ca_file=smtp_ca_file or None,
@@ -122,7 +90,7 @@ def _addresses(value: str, option: str) -> list[Address]:
     except (IndexError, ValueError, email.errors.MessageError):  # the parser's ways of giving up
         valid = False
     if not valid:
-        raise cli.ZivsyncError(f"{option}: {value!r} is not an e-mail address")
+        raise ZivsyncError(f"{option}: {value!r} is not an e-mail address")
     return addresses
 
 
@@ -174,17 +142,17 @@ def send(settings: MailSettings, message: EmailMessage | None) -> None:
     sender = _addresses(settings.sender, "sender")[0].addr_spec
     recipients = [a.addr_spec for value in settings.to for a in _addresses(value, "recipient")]
     if settings.security == "none":
-        cli.log.warning("SMTP %s without TLS (--smtp-security none): the report travels unencrypted", where)
-    cli.log.debug("SMTP %s %s%s%s, MAIL FROM <%s>, RCPT TO %s", where,
+        log.warning("SMTP %s without TLS (--smtp-security none): the report travels unencrypted", where)
+    log.debug("SMTP %s %s%s%s, MAIL FROM <%s>, RCPT TO %s", where,
                   {"starttls": "STARTTLS", "tls": "TLS", "none": "without TLS"}[settings.security],
                   f" (CA file {settings.ca_file})" if settings.ca_file and context else "",
                   f", AUTH as {settings.username}" if settings.username else "",
                   sender, " ".join(f"<{r}>" for r in recipients))
 
-    def failed(what: str) -> cli.ServerUnreachable:
+    def failed(what: str) -> ServerUnreachable:
         if settings.password:  # a server might echo what it was sent; it must not reach a log
             what = what.replace(settings.password, "***")
-        return cli.ServerUnreachable(f"cannot mail the report through SMTP server {where}: {what}")
+        return ServerUnreachable(f"cannot mail the report through SMTP server {where}: {what}")
 
     smtp = None
     try:
@@ -204,11 +172,11 @@ def send(settings: MailSettings, message: EmailMessage | None) -> None:
             try:
                 smtp.login(settings.username, settings.password or "")
             except UnicodeEncodeError:  # its message would quote the character of the password
-                raise cli.ZivsyncError("the SMTP user name and password must be ASCII: "
+                raise ZivsyncError("the SMTP user name and password must be ASCII: "
                                        "Python's smtplib cannot send others") from None
         if message is None:
             smtp.quit()
-            cli.log.info("SMTP %s: connected%s%s", where, "" if settings.security == "none" else ", TLS verified",
+            log.info("SMTP %s: connected%s%s", where, "" if settings.security == "none" else ", TLS verified",
                          f", signed in as {settings.username}" if settings.username else "")
             return
         refused = smtp.send_message(message, from_addr=sender, to_addrs=recipients)
@@ -249,8 +217,8 @@ def send(settings: MailSettings, message: EmailMessage | None) -> None:
         if smtp is not None:
             smtp.close()
     if refused:  # some recipients took it: the mail went out, but the admin should know who missed it
-        cli.log.warning("SMTP %s refused some recipients: %s", where, _refusals(refused))
-    cli.log.info("mailed the report to %s via %s", ", ".join(r for r in recipients if r not in refused), where)
+        log.warning("SMTP %s refused some recipients: %s", where, _refusals(refused))
+    log.info("mailed the report to %s via %s", ", ".join(r for r in recipients if r not in refused), where)
 
 
 def _tls_context(settings: MailSettings) -> ssl.SSLContext:
@@ -258,7 +226,7 @@ def _tls_context(settings: MailSettings) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=settings.ca_file)
     except (OSError, ssl.SSLError) as error:
-        raise cli.ZivsyncError(f"cannot read the SMTP CA file {settings.ca_file}: "
+        raise ZivsyncError(f"cannot read the SMTP CA file {settings.ca_file}: "
                                f"{getattr(error, 'strerror', None) or error}") from None
 
 

@@ -23,13 +23,15 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import filelock
 import orjson
 
-from . import __version__, cli
-from .cli import ExitStatus, ZivsyncError
+from .. import __version__
+from ..core import console
+from ..core.console import log
+from ..core.errors import ExitStatus, ZivsyncError
 
 #: source name -> the extractor's command; the order in which they run
 SOURCES = {"ldap": "extract-ldap", "exo": "extract-exo", "exchange": "extract-exchange"}
@@ -86,8 +88,10 @@ def configured_sources(config: dict) -> tuple[str, ...]:
 
 def make_settings(params: dict, *, apply_: bool = False, sources=(), runs_dir=None, keep: int = 0,
                   lock_wait: float = 0.0, directories=(), stage_timeout: float = 0.0,
-                  need_source: bool = True) -> Settings:
-    """The run's settings from the command's parameters (those every stage has included)."""
+                  need_source: bool = True, state_dir_of: Callable[[dict, Path], Path | None] = lambda data, path: None
+                  ) -> Settings:
+    """The run's settings from the command's parameters (those every stage has included).
+    ``state_dir_of(config data, config path)``: the state folder push will use (the command knows)."""
     if not params.get("config"):
         raise ZivsyncError("this command needs a config file: --config zivsync.toml (or ZIVSYNC_CONFIG)")
     config = Path(params["config"]).resolve()
@@ -108,16 +112,8 @@ def make_settings(params: dict, *, apply_: bool = False, sources=(), runs_dir=No
     return Settings(config=config, runs_dir=Path(runs_dir).resolve() if runs_dir else config.parent / "runs",
                     sources=chosen, apply=apply_, keep=keep, lock_wait=lock_wait, stage_options=forwarded,
                     directories=tuple(Path(d).resolve() for d in directories),
-                    state_dir=configured_state_dir(data, config), stage_timeout=stage_timeout,
+                    state_dir=state_dir_of(data, config), stage_timeout=stage_timeout,
                     quiet=bool(params.get("quiet")))
-
-
-def configured_state_dir(data: dict, config: Path) -> Path | None:
-    """The state folder push will use, as it will resolve it (environment, then the file)."""
-    from . import push  # imported late: push imports half the package
-
-    value = os.environ.get("ZIVSYNC_STATE_DIR") or cli.config_defaults(data, push.command, config).get("state_dir")
-    return Path(value).resolve() if value else None
 
 
 def plan_steps(settings: Settings, folder: Path) -> list[Step]:
@@ -202,7 +198,7 @@ def prune(runs_dir: Path, keep: int, current: Path) -> list[Path]:
         try:
             shutil.rmtree(folder)
         except OSError as error:  # a file held open on Windows, permissions: try again next time
-            cli.log.warning("could not remove the old run folder %s: %s", folder, error)
+            log.warning("could not remove the old run folder %s: %s", folder, error)
         else:
             removed.append(folder)
     return removed
@@ -260,7 +256,7 @@ def write_json(path: Path, value: dict) -> None:
             return
         except OSError as error:
             if attempt == 4:
-                cli.log.warning("could not write %s: %s", path, error)
+                log.warning("could not write %s: %s", path, error)
                 return
             time.sleep(0.2 * (attempt + 1))
 
@@ -333,7 +329,7 @@ def spawn(step: Step, log: IO[bytes] | None = None, *, echo: bool = True, quiet:
         if timer:
             timer.cancel()
     if expired.is_set():
-        cli.log.error("%s did not end within %g s (--stage-timeout): stopped", step.name, timeout)
+        console.log.error("%s did not end within %g s (--stage-timeout): stopped", step.name, timeout)
         return TIMED_OUT
     return 128 - code if code < 0 else code  # killed by signal N: 128+N, as shells say it
 
@@ -388,7 +384,7 @@ class Run:
             if code == 0:
                 continue
             if step.name in SOURCES.values() and (self.folder / (step.output or "")).is_file() and not failed_source:
-                cli.log.warning("%s failed (exit %d) half-way; what it read is kept, marked incomplete: going on "
+                log.warning("%s failed (exit %d) half-way; what it read is kept, marked incomplete: going on "
                                 "to a plan for review, nothing will be applied", step.name, code)
                 failed_source = (step, code)
                 continue
@@ -400,7 +396,7 @@ class Run:
     def step(self, step: Step) -> StepResult:
         result = StepResult(name=step.name, command=shown(step), started=now_rfc3339())
         self.stages.append(result)
-        cli.log.info("%s", result.command)
+        log.info("%s", result.command)
         self.save()
         begun = time.monotonic()
         result.exit_code = spawn(step, self.log, quiet=self.settings.quiet, timeout=self.settings.stage_timeout)
@@ -408,7 +404,7 @@ class Run:
         if step.output and (self.folder / step.output).exists():
             result.output = step.output
             result.complete, result.records = stream_facts(self.folder / step.output)
-        cli.log.info("%s: exit %d after %.1f s", step.name, result.exit_code, result.seconds)
+        log.info("%s: exit %d after %.1f s", step.name, result.exit_code, result.seconds)
         self.save()
         return result
 

@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
-from . import cli
-from .cli import ZivsyncError
-from .dn import canonical as _canonical
-from .dn import under as _under
+from ..core.dn import canonical as _canonical
+from ..core.dn import under as _under
+from ..core.errors import ServerUnreachable, ZivsyncError
 
 log = logging.getLogger("zivsync")
 
@@ -330,7 +329,7 @@ CONNECTION_OPTIONS = dict(raise_exceptions=True, read_only=True, auto_referrals=
                           check_names=False, return_empty_attributes=False)
 
 
-class LdapFailure(cli.ServerUnreachable):
+class LdapFailure(ServerUnreachable):
     """Could not reach, trust or bind to a domain controller: exit 4."""
 
 

@@ -8,9 +8,9 @@ import itertools
 from collections import Counter
 from typing import Callable, Iterator
 
-from . import cli
-from .cli import ExitStatus, ZivsyncError
-from .stream import StreamWriter, open_output
+from ..core.console import log, progress
+from ..core.errors import ExitStatus, ZivsyncError
+from ..core.stream import StreamWriter, open_output
 
 
 def write_directory(records: Iterator[dict], *, producer: str, header: dict, output,
@@ -26,7 +26,7 @@ def write_directory(records: Iterator[dict], *, producer: str, header: dict, out
     except Exception as error:  # noqa: BLE001 (failure() decides what is the source's)
         raise failure(error) or error from None
     status = ExitStatus.OK
-    with open_output(output) as (handle, name), cli.progress("records read", unit=" records") as bar:
+    with open_output(output) as (handle, name), progress("records read", unit=" records") as bar:
         writer = StreamWriter(handle, "directory", producer, header, name)
         try:
             for record in itertools.chain([first] if first is not None else [], records):
@@ -37,7 +37,7 @@ def write_directory(records: Iterator[dict], *, producer: str, header: dict, out
             reported = failure(error)
             if reported is None:
                 raise
-            cli.log.error("%s", reported)
+            log.error("%s", reported)
             writer.close([f"the read stopped half-way: {reported}"])
             status = reported.status
         else:

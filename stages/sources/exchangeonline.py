@@ -18,8 +18,8 @@ import logging
 import re
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -28,9 +28,8 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 
-from . import cli
-from .cli import ZivsyncError
-from .http import MAX_WAIT, ApiError, AuthError, HttpClient
+from ..core.errors import ServerUnreachable, ZivsyncError
+from ..core.http import MAX_WAIT, ApiError, AuthError, HttpClient
 
 log = logging.getLogger("zivsync")
 
@@ -68,7 +67,7 @@ CLOUDS = {
 }
 
 
-class ExoFailure(cli.ServerUnreachable):
+class ExoFailure(ServerUnreachable):
     """Could not sign in to or reach Exchange Online: exit 4."""
 
 

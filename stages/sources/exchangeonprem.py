@@ -19,10 +19,9 @@ from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
-from . import cli
-from .cli import ZivsyncError
+from ..core.errors import ServerUnreachable, ZivsyncError
+from ..core.http import ApiError
 from .exchangeonline import Cmdlet, CmdletError
-from .http import ApiError
 
 log = logging.getLogger("zivsync")
 
@@ -30,7 +29,7 @@ CONFIGURATION = "Microsoft.Exchange"
 AUTHS = ("kerberos", "negotiate", "ntlm", "basic")
 
 
-class OnPremFailure(cli.ServerUnreachable):
+class OnPremFailure(ServerUnreachable):
     """Could not reach, trust or sign in to the Exchange server: exit 4."""
 
 

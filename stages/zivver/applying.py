@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from ..core.account_mapping import MappedAccount, Mapping
 from . import scim
-from .state import MappedAccount, Mapping
-from .zivver import AuthError, Client, Uncertain, Unreachable, ZivverError
+from .client import AuthError, Client, Uncertain, Unreachable, ZivverError
 
 log = logging.getLogger("zivsync")
 

@@ -19,13 +19,13 @@ import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-import click
 import orjson
 import requests
 
-from . import cli
-from .cli import ExitStatus, ZivsyncError, option
-from .http import ApiError, AuthError, HttpClient, TokenBucket, Uncertain, Unreachable  # noqa: F401 (re-exported)
+from ..core.console import progress
+from ..core.errors import ExitStatus, ZivsyncError
+from ..core.http import ApiError, AuthError, HttpClient, TokenBucket, Uncertain, Unreachable  # noqa: F401 (re-exported)
+from ..core.secrets import read_secret
 
 log = logging.getLogger("zivsync")
 
@@ -92,7 +92,7 @@ class Client(HttpClient):
         it has totalResults or a page comes back empty, copes with a server that ignores paging."""
         found: dict[str, dict] = {}
         start = 1
-        with cli.progress(f"{resource} read", unit=f" {resource.lower()}") as bar:
+        with progress(f"{resource} read", unit=f" {resource.lower()}") as bar:
             while True:
                 page = self.request("GET", f"/{resource}", params={"startIndex": start, "count": PAGE_SIZE}) or {}
                 items = page.get("Resources") or []
@@ -147,31 +147,6 @@ def _auth_message(status: int, message: str) -> str:
             "administrator who generated it deleted? (Zivver: Organization Settings → API keys)")
 
 
-# -- the connection options every Zivver-facing stage has --------------------------------
-
-
-def connection_options(func: Callable) -> Callable:
-    decorators = [
-        option("--zivver-url", metavar="URL",
-               help="Zivver's SCIM API, e.g. https://app.zivver.com/api/scim/v2 (or a zivsync-sandbox)."),
-        option("--zivver-api-key-file", type=click.Path(dir_okay=False), metavar="FILE",
-               help="Read the API key from this file. Default: the environment variable ZIVSYNC_ZIVVER_API_KEY "
-                    "(never a flag: flags show up in process lists)."),
-        option("--ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
-               help="Verify Zivver's TLS certificate against these CAs instead of the system's."),
-        option("--insecure", is_flag=True, help="Do not verify TLS certificates (logged loudly; for tests only)."),
-        option("--rate-limit", type=click.IntRange(min=1), default=50, show_default=True,
-               help="Requests per --rate-window that Zivver allows: push paces itself to it."),
-        option("--rate-window", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
-               help="Seconds of Zivver's rate-limit window."),
-        option("--timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
-               help="Seconds to wait for each answer."),
-    ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
-
-
 CONNECTION_OPTIONS = ("zivver_url", "zivver_api_key_file", "ca_file", "insecure", "rate_limit", "rate_window",
                       "timeout")
 
@@ -186,7 +161,7 @@ def connect(options: dict) -> Client:
         raise ZivsyncError(f"--zivver-url {url!r} is not an http(s) URL")
     if parts.scheme == "http" and not _loopback(parts.hostname):
         raise ZivsyncError("--zivver-url must use https (plain http is only for a zivsync-sandbox on this machine)")
-    key = cli.read_secret(options.get("zivver_api_key_file"), "ZIVSYNC_ZIVVER_API_KEY", "Zivver API key",
+    key = read_secret(options.get("zivver_api_key_file"), "ZIVSYNC_ZIVVER_API_KEY", "Zivver API key",
                           "--zivver-api-key-file")
     verify: bool | str = options.get("ca_file") or True
     if options.get("insecure"):

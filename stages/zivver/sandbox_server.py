@@ -1,4 +1,4 @@
-"""zivsync-sandbox: a local Zivver, speaking Zivver's SCIM API with its quirks, on loopback.
+"""The server behind zivsync-sandbox (``stages/sandbox.py``): a local Zivver, speaking Zivver's SCIM API with its quirks, on loopback.
 
 What it is for: an administrator rehearses a sync against a local copy of the organisation
 (``--seed`` an accounts stream, ``--state`` to keep the result between runs) before pointing
@@ -29,7 +29,7 @@ including the nasty case of a write that was applied but whose answer never arri
 Layout: :class:`State` holds the accounts and every SCIM rule (pure: no HTTP, no threads);
 :class:`TokenBucket`, :class:`Faults` and :class:`Stats` are the server's behaviour around it;
 :class:`Sandbox` ties them together with the lock and the state file; :class:`Handler` only
-parses, routes and serialises; :func:`command` is the executable.
+parses, routes and serialises; :func:`serve` runs it for the command.
 
 Control surface for tests and rehearsals (same Bearer key, neither rate limited nor faulted):
 ``GET /_sandbox/stats`` (``requests``, ``by_method``, ``throttled``, ``faults`` count every
@@ -59,28 +59,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
-import click
 import orjson
 
-from . import __version__, cli
-from .cli import ExitStatus, ZivsyncError, option
-from .stream import Input, StreamReader
-
-HELP = """Serve a local Zivver SCIM API on 127.0.0.1, faithful to its quirks.
-
-\b
-Prints its base URL (http://127.0.0.1:PORT/api/scim/v2) as the first line on standard
-output, then serves until stopped (Ctrl+C or SIGTERM). Clients authenticate with the API
-key in the environment variable ZIVSYNC_ZIVVER_API_KEY, as they would with Zivver. Start
-from an accounts stream (--seed, e.g. a snapshot of your organisation) and keep the state
-between runs (--state) to rehearse a sync; add faults to see how a client copes.
-
-\b
-Example:
-  export ZIVSYNC_ZIVVER_API_KEY=rehearsal-key
-  zivsync-sandbox --claimed-domain example.com --seed current.jsonl --state sandbox.json --port 8080
-  zivsync-sandbox --claimed-domain example.com --rate-limit 5 --rate-window 1 --drop-after-write-rate 0.1
-"""
+from .. import __version__
+from ..core.console import log
+from ..core.errors import ZivsyncError
+from ..core.stream import Input, StreamReader
 
 API_KEY_VARIABLE = "ZIVSYNC_ZIVVER_API_KEY"
 API_PREFIX = "/api/scim/v2"
@@ -747,13 +731,13 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 reply = error(404)
         except Exception as failure:  # a bug of ours, or a state file that cannot be written: say so, go on
-            cli.log.error("%s %s failed: %s: %s", self.command, url.path, type(failure).__name__, failure)
+            log.error("%s %s failed: %s: %s", self.command, url.path, type(failure).__name__, failure)
             reply = server_error()
         if reply is DROP:
             self._drop()
         else:
             self._send(reply)
-        cli.log.debug("%s %s %s %.1f ms", self.command, self.path, "dropped" if reply is DROP else self.status,
+        log.debug("%s %s %s %.1f ms", self.command, self.path, "dropped" if reply is DROP else self.status,
                       (time.monotonic() - started) * 1000)
 
     def _api(self, sandbox: Sandbox, path: str, query: str, body: bytes) -> Reply | None:
@@ -899,7 +883,7 @@ class Handler(BaseHTTPRequestHandler):
         self.status = int(code) if isinstance(code, int) else code
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        cli.log.debug("%s", format % args)
+        log.debug("%s", format % args)
 
 
 def _json(body: bytes) -> Any:
@@ -934,56 +918,26 @@ class Server(ThreadingHTTPServer):
         self.server_name, self.server_port = self.server_address[:2]
 
     def handle_error(self, request, client_address) -> None:
-        cli.log.debug("connection from %s:%s ended: %s", *client_address[:2], sys.exc_info()[1])
+        log.debug("connection from %s:%s ended: %s", *client_address[:2], sys.exc_info()[1])
 
 
-# -- the executable ---------------------------------------------------------------------
+# -- serving (zivsync-sandbox, stages/sandbox.py, is the command) ------------------------
 
 
-@cli.stage("zivsync-sandbox", HELP, batch=False)
-@option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
-        help="The port to listen on, on 127.0.0.1 only (0 picks a free one; the URL printed says which).")
-@option("--claimed-domain", "claimed_domains", multiple=True, required=True, metavar="DOMAIN",
-        help="A domain claimed by the organisation (repeatable): addresses elsewhere are refused, as Zivver does.")
-@option("--seed", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
-        help="Start with the accounts of this accounts stream (a snapshot, or a desired stream). "
-             "Ignored when the --state file exists.")
-@option("--state", "state_file", type=click.Path(dir_okay=False), metavar="FILE",
-        help="Keep the state in this JSON file: loaded at start when it exists, rewritten (atomically) "
-             "after every write. It holds the SSO keys: keep it private.")
-@option("--rate-limit", type=click.IntRange(min=0), default=50, show_default=True, metavar="N",
-        help="Requests allowed per --rate-window (a token bucket, as Zivver's; 0: no limit).")
-@option("--rate-window", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-        metavar="SECONDS", help="The rate limit's window.")
-@option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="P",
-        help="The share of API requests answered 500, having done nothing.")
-@option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="P",
-        help="The share of API requests whose connection is closed without an answer, having done nothing.")
-@option("--drop-after-write-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="P",
-        help="The share of API write requests that are applied, then their connection closed without an "
-             "answer (a client must not apply them twice).")
-@option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="MS",
-        help="Delay every API request by this many milliseconds.")
-@option("--fault-seed", type=int, metavar="N", help="Seed the choice of faults, to repeat a run exactly.")
-def command(port, claimed_domains, seed, state_file, rate_limit, rate_window, fail_rate, drop_rate,
-            drop_after_write_rate, latency, fault_seed):
-    api_key = os.environ.get(API_KEY_VARIABLE, "")
-    if not api_key.strip():
-        raise ZivsyncError(f"set the API key clients must present in the environment variable {API_KEY_VARIABLE}")
-    state_path = Path(state_file) if state_file else None
-    state = _initial_state(claimed_domains, seed, state_path)
-    sandbox = Sandbox(state, api_key.strip(), TokenBucket(rate_limit, rate_window),
-                      Faults(fail_rate, drop_rate, drop_after_write_rate, fault_seed), latency / 1000, state_path)
+def serve(port: int, claimed_domains: Iterable[str], seed: str | None, state_file: Path | None, api_key: str,
+          bucket: TokenBucket, faults: Faults, latency: float, announce: Callable[[str], None]) -> None:
+    """Serve until SIGTERM or Ctrl+C; ``announce`` gets the base URL once the server listens."""
+    state = initial_state(claimed_domains, seed, state_file)
+    sandbox = Sandbox(state, api_key, bucket, faults, latency, state_file)
     try:
         server = Server(port, sandbox)
     except OSError as failure:
         raise ZivsyncError(f"cannot listen on 127.0.0.1:{port}: {failure.strerror or failure}") from None
     url = f"http://127.0.0.1:{server.server_port}{API_PREFIX}"
-    click.echo(url)
-    sys.stdout.flush()
+    announce(url)
     users = sum(1 for r in state.resources.values() if kind_of(r) == USER)
-    cli.log.info("serving %d personal and %d functional accounts at %s (domains: %s)", users,
-                 len(state.resources) - users, url, ", ".join(sorted(state.claimed)))
+    log.info("serving %d personal and %d functional accounts at %s (domains: %s)", users,
+             len(state.resources) - users, url, ", ".join(sorted(state.claimed)))
 
     def stop(signum, frame) -> None:  # shutdown() waits for serve_forever(), which runs here
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -995,10 +949,9 @@ def command(port, claimed_domains, seed, state_file, rate_limit, rate_window, fa
     finally:
         server.server_close()
     sandbox.lock.acquire()  # never leave with a state file half written; requests in flight end with us
-    return ExitStatus.OK
 
 
-def _initial_state(claimed_domains: Iterable[str], seed: str | None, state_file: Path | None) -> State:
+def initial_state(claimed_domains: Iterable[str], seed: str | None, state_file: Path | None) -> State:
     state = State(claimed_domains)
     try:
         if state_file is not None and state_file.exists():
@@ -1010,14 +963,14 @@ def _initial_state(claimed_domains: Iterable[str], seed: str | None, state_file:
                 raise StateError(f"is not valid JSON ({failure})") from None
             state.load(document)
             if seed:
-                cli.log.info("%s exists: --seed %s is not read", state_file, seed)
+                log.info("%s exists: --seed %s is not read", state_file, seed)
             return state
         if seed:
             reader = StreamReader([Input.open(seed)], ["accounts"])
             for warning in state.seed(reader):
-                cli.log.warning("seed: %s", warning)
+                log.warning("seed: %s", warning)
             for reason in reader.incomplete_reasons:
-                cli.log.warning("seed: incomplete stream: %s", reason)
+                log.warning("seed: incomplete stream: %s", reason)
     except StateError as failure:
         source = state_file if state_file is not None and state_file.exists() else seed
         raise ZivsyncError(f"{source}: {failure}") from None
@@ -1028,8 +981,3 @@ def _initial_state(claimed_domains: Iterable[str], seed: str | None, state_file:
             raise ZivsyncError(f"cannot write {state_file}: {failure.strerror or failure}") from None
     return state
 
-
-main = cli.entry_point(command)
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .zivver import GROUP_SCHEMA, USER_SCHEMA, ZIVVER_GROUP, ZIVVER_USER
+from .client import GROUP_SCHEMA, USER_SCHEMA, ZIVVER_GROUP, ZIVVER_USER
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")  # as schemas/common.json's email

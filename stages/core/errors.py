@@ -1,0 +1,35 @@
+"""What a zivsync executable's exit code means, and the errors that carry one.
+
+Every layer raises these; the command base (``stages/cli.py``) turns them into a message and
+the exit code. The README documents the table.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """What a zivsync executable's exit code means. The README documents this table."""
+
+    OK = 0  #: done; for --check: nothing to change
+    ERROR = 1  #: usage, configuration or input error; nothing was written to Zivver
+    PARTIAL = 2  #: some changes failed (see the results stream)
+    REFUSED = 3  #: a safety check refused to go on (see the report on stderr)
+    UNREACHABLE = 4  #: could not reach or authenticate to a server
+    PENDING = 5  #: --check: changes are pending
+
+
+class ZivsyncError(Exception):
+    """An error the user can act on: printed without a traceback, exits with ``status``."""
+
+    def __init__(self, message: str, status: ExitStatus = ExitStatus.ERROR):
+        super().__init__(message)
+        self.status = status
+
+
+class ServerUnreachable(ZivsyncError):
+    """Could not reach, trust or sign in to a server: exit 4. Each source names its own kind."""
+
+    def __init__(self, message: str):
+        super().__init__(message, ExitStatus.UNREACHABLE)
