@@ -107,7 +107,7 @@ def command(output, url, auth, username, password_file, ca_file, no_verify_tls, 
     try:
         reader = Reader(shell, scope, batch=False, concurrency=concurrency)
         status, counts = write_directory(reader.records(), producer="zivsync-extract-exchange", header=header,
-                                         output=output, failure=_failure)
+                                         output=output, failure=_failure, tally=lambda: reader.tally)
     finally:
         shell.close()
     cli.log.info("%d people, %d groups, %d permissions%s; %d cmdlets in %d round trips", counts["person"],

@@ -135,7 +135,7 @@ def _login(tenant, client_id, secret_file, key, certificate, thumbprint, pfx, pa
 
 def _write(reader: Reader, api: ExchangeApi, tokens: Tokens, header: dict, output) -> ExitStatus:
     status, counts = write_directory(reader.records(), producer="zivsync-extract-exo", header=header,
-                                     output=output, failure=_failure)
+                                     output=output, failure=_failure, tally=lambda: reader.tally)
     stats = api.stats
     cli.log.info("%d people, %d groups, %d permissions%s; %d requests to Exchange (%d cmdlet calls), %d throttled, "
                  "%d retried; %d token requests", counts["person"], counts["group"], counts["permission"],

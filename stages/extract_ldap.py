@@ -148,7 +148,8 @@ def _write(directory, scope: Scope, header: dict, output) -> ExitStatus:
     notes: Counter = Counter()
     status, counts = write_directory(records(directory, scope, notes), producer="zivsync-extract-ldap",
                                      header=header, output=output,
-                                     failure=lambda error: error if isinstance(error, LdapFailure) else None)
+                                     failure=lambda error: error if isinstance(error, LdapFailure) else None,
+                                     tally=lambda: Counter({f"left out: {note}": n for note, n in notes.items()}))
     for note, number in sorted(notes.items()):
         cli.log.warning("%d× %s", number, note)
     cli.log.info("%d people, %d groups%s", counts["person"], counts["group"],

@@ -72,6 +72,7 @@ from psrpcore.types import (
     ErrorRecord,
     NETException,
     PSEnumBase,
+    PSFlagBase,
     PSInt,
     PSInt64,
     PSInvocationState,
@@ -648,11 +649,12 @@ def make_certificates(folder: Path) -> dict[str, Path]:
 # CLIXML shapes of Exchange's objects (psrpcore PSObjects with adapted properties)
 # --------------------------------------------------------------------------------------------
 
-def _make_enum(name: str, type_names: list[str], members: dict[str, int], base: type) -> type:
-    namespace = PSEnumMeta.__prepare__(name, (PSEnumBase,))
+def _make_enum(name: str, type_names: list[str], members: dict[str, int], base: type, flags: bool = False) -> type:
+    parent = PSFlagBase if flags else PSEnumBase
+    namespace = PSEnumMeta.__prepare__(name, (parent,))
     for key, value in members.items():
         namespace[key] = value
-    cls = PSEnumMeta(name, (PSEnumBase,), namespace, base_type=base)
+    cls = PSEnumMeta(name, (parent,), namespace, base_type=base)
     cls = PSType(type_names[:1], rehydrate=False)(cls)
     cls.PSObject.type_names = list(type_names)   # the members share the class's PSObject
     return cls
@@ -677,7 +679,7 @@ class _Shapes:
             "MailboxRights",
             self.t("Microsoft.Exchange.Management.RecipientTasks.MailboxRights", "System.Enum",
                    "System.ValueType", "System.Object"),
-            MAILBOX_RIGHTS, PSInt)
+            MAILBOX_RIGHTS, PSInt, flags=True)
         self.canonical: dict[str, str] = {}
 
     def reindex(self, org: Organization) -> None:
@@ -723,7 +725,18 @@ class _Shapes:
         return self.rtd_enum[name] if self.typed else name
 
     def rights(self, names: list[str]) -> PSList:
-        items = [self.rights_enum[n] if self.typed else n for n in names]
+        # Exchange writes one object per ACE, whose AccessRights is a MailboxRights[] of ONE flags
+        # value (MailboxAcePresentationObject.cs: new MailboxRights[] { (MailboxRights)ace.Rights }):
+        # Full Access + Read Permission is one element, "FullAccess, ReadPermission" (131073), as
+        # Get-MailboxPermission prints {FullAccess, ReadPermission}. Typed, it is one flags enum
+        # object (MS-PSRP §2.2.5.2.7: <ToString> and the number); untyped, its text.
+        if self.typed:
+            combined = self.rights_enum(0)
+            for name in names:
+                combined |= self.rights_enum[name]
+            items = [combined]
+        else:
+            items = [", ".join(sorted(names, key=MAILBOX_RIGHTS.__getitem__))]
         return self.lst(items, self.t("Microsoft.Exchange.Management.RecipientTasks.MailboxRights[]",
                                       "System.Array", "System.Object"))
 

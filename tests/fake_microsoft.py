@@ -765,6 +765,50 @@ class _Handler(loopback.Handler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = loopback.Handler.serve
 
 
+# The shapes Get-MailboxPermission's answer can take (FakeMicrosoft(permission_shape=…,
+# rights_shape=…)); zivsync must read every one of them.
+# - "flat": one object per ACE with User, AccessRights, IsInherited, Deny (InvokeCommand, as the
+#   cmdlet's own output: Exchange's GetMailboxPermission.cs writes one MailboxAcePresentationObject
+#   per ACE; M365Permissions' get-ExOPermissions.ps1 reads it so).
+# - "nested": one object per trustee with a PermissionList of {AccessRights, Deny, IsInherited,
+#   InheritanceType, ChangedProperties}: the admin API's REST route Mailbox('…')/MailboxPermission,
+#   as captured in ErikDoytchinov/cloud-sync docs/get_mailbox_permissions.raw.txt and read by
+#   M365Permissions since its 2025-04 "new api" change.
+PERMISSION_SHAPES = ("flat", "nested")
+# AccessRights of Full Access + Read Permission: ["FullAccess", "ReadPermission"] (the REST capture
+# above), ["FullAccess, ReadPermission"] (the one flags value's text, as remoting and M365Permissions'
+# .Split(",") fix show), "FullAccess, ReadPermission" bare, or the number [131073].
+RIGHTS_SHAPES = ("names", "flags", "text", "number")
+MAILBOX_RIGHTS = {"FullAccess": 0x1, "SendAs": 0x2, "ExternalAccount": 0x4, "DeleteItem": 0x10000,
+                  "ReadPermission": 0x20000, "ChangePermission": 0x40000, "ChangeOwner": 0x80000}
+
+
+def _rights_in_shape(names: list[str], shape: str):
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return names  # a test's deliberately odd value goes out as it is
+    ordered = sorted(names, key=lambda n: MAILBOX_RIGHTS.get(n, 0))
+    if shape == "flags":
+        return [", ".join(ordered)]
+    if shape == "text":
+        return ", ".join(ordered)
+    if shape == "number":
+        return [sum(MAILBOX_RIGHTS[n] for n in names)]
+    return list(names)
+
+
+def _per_trustee(mailbox: dict, rows: list[dict]) -> list[dict]:
+    """The REST route's shape: an entry per trustee, its ACEs in PermissionList (capture above)."""
+    entries: dict[str, dict] = {}
+    for row in rows:
+        entry = entries.setdefault(row["User"].lower(), {
+            "PermissionId": base64.b64encode(row["User"].encode()).decode(), "MailboxIdentity": mailbox["Identity"],
+            "User": row["User"], "IsOwner": False, "PermissionList": []})
+        entry["PermissionList"].append({"ChangedProperties": [], "AccessRights": row["AccessRights"],
+                                        "IsInherited": row["IsInherited"], "Deny": row["Deny"],
+                                        "InheritanceType": row["InheritanceType"] or "All"})
+    return list(entries.values())
+
+
 class FakeMicrosoft(loopback.Loopback):
     """The fake, serving ``tenant`` on ``https://localhost:<port>`` from a background thread.
 
@@ -788,8 +832,11 @@ class FakeMicrosoft(loopback.Loopback):
                  errors: dict | None = None, reject_tokens_older_than: float | None = None,
                  graph_page_size: int = 100, device_interval: int = 1, device_pending_polls: int = 1,
                  max_batch: int = 10, client_id: str = DEFAULT_CLIENT_ID,
-                 client_secret: str | None = None, pfx_passphrase: str | None = None, port: int = 0):
+                 client_secret: str | None = None, pfx_passphrase: str | None = None, port: int = 0,
+                 permission_shape: str = "flat", rights_shape: str = "names"):
         self.folder = Path(folder)
+        assert permission_shape in PERMISSION_SHAPES and rights_shape in RIGHTS_SHAPES
+        self.permission_shape, self.rights_shape = permission_shape, rights_shape
         self.tenant = tenant
         self.page_size, self.graph_page_size, self.max_batch = page_size, graph_page_size, max_batch
         self.throttle_every, self.retry_after, self.latency = throttle_every, retry_after, latency
@@ -1493,7 +1540,12 @@ class FakeMicrosoft(loopback.Loopback):
             return [{"Identity": mailbox["Identity"], "Owner": f"{DOMAIN_PREFIX}\\Organization Management"}], []
         keys = ("Identity", "User", "AccessRights", "IsInherited", "Deny", "InheritanceType",
                 "IsValid", "ObjectState")
-        return [{k: r.get(k) for k in keys} for r in rows], []
+        rows = [{k: r.get(k) for k in keys} for r in rows]
+        for row in rows:
+            row["AccessRights"] = _rights_in_shape(row["AccessRights"], self.rights_shape)
+        if self.permission_shape == "nested":
+            return _per_trustee(mailbox, rows), []
+        return rows, []
 
     _CMDLETS: ClassVar[dict[str, tuple[str, tuple[str, ...], str]]] = {
         "get-mailbox": ("Get-Mailbox", ("Identity", "RecipientTypeDetails", "ResultSize", "Filter",

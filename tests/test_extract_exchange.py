@@ -57,12 +57,17 @@ def test_every_mailbox_and_the_full_access_of_every_shared_one(served, organizat
     fake, done = served
     found = kinds(done.records)
     assert {p["anchor"] for p in found["person"]} == {m["Guid"].lower() for m in organization.mailboxes}
-    assert "error" not in found and done.records[-1] == {"type": "end", "count": len(done.records) - 2}
+    end = done.records[-1]
+    assert "error" not in found and end["type"] == "end" and end["count"] == len(done.records) - 2
+    assert "complete" not in end and end["tally"]["permission records"] == len(found["permission"])
     accounts = {r["email"]: r for r in normalized(done.stdout, tmp_path) if r["type"] == "account"}
     expected = organization.expected_delegates()
     assert {e: accounts[e]["delegates"] for e in expected} == expected  # all 60: direct, nested, cycle, deny...
     scenarios = organization.scenarios
     assert len(expected[scenarios["nested_group"]]) >= 3 and len(expected[scenarios["cyclic_group"]]) >= 2
+    # Full Access with Read Permission arrives as ONE flags value, "FullAccess, ReadPermission" (issue 12)
+    assert len(expected[scenarios["read_permission"]]) == 1
+    assert any("ReadPermission" in p["rights"] and "FullAccess" in p["rights"] for p in found["permission"])
     # cmdlets only, never a script (no-language mode), and each one logged with its parameters
     assert not any(i["script"] for i in fake.invocations)
     assert "Get-Mailbox -RecipientTypeDetails EquipmentMailbox,RoomMailbox,SharedMailbox,UserMailbox " \

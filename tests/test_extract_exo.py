@@ -165,6 +165,48 @@ def test_throttling_and_an_expiring_token_lose_nothing(big_tenant, big, tmp_path
     assert "throttled" in done.stderr
 
 
+@pytest.mark.parametrize("permission_shape, rights_shape", [
+    ("nested", "names"), ("flat", "flags"), ("flat", "text"), ("flat", "number"), ("nested", "number")])
+def test_every_permission_answer_shape_gives_the_same_delegates(small_tenant, tmp_path, permission_shape,
+                                                                 rights_shape):
+    """Issue 12: the REST route's per-trustee PermissionList, and AccessRights as one flags value,
+    as text or as a number, read as the flat rows of names are; before, the nested shape gave
+    zero permissions in a stream that said it was complete."""
+    with FakeMicrosoft(tmp_path / "flat", small_tenant) as fake:
+        baseline = exo(fake)
+    with FakeMicrosoft(tmp_path / "shaped", small_tenant, permission_shape=permission_shape,
+                       rights_shape=rights_shape) as fake:
+        shaped = exo(fake)
+    found = kinds(shaped.records)
+    assert "error" not in found and "complete" not in shaped.records[-1]
+    assert len(found["permission"]) == len(kinds(baseline.records)["permission"]) > 0
+    streams = {}
+    for name, done in (("baseline", baseline), ("shaped", shaped)):
+        streams[name] = tmp_path / f"{name}.jsonl"
+        streams[name].write_bytes(done.stdout)
+    assert delegates_after_normalize(streams["shaped"], tmp_path) == delegates_after_normalize(
+        streams["baseline"], tmp_path) == expected_delegates(small_tenant)
+
+
+def test_an_answer_not_understood_is_an_error_record_not_silence(small_tenant, tmp_path):
+    """A Get-MailboxPermission entry whose AccessRights has a shape zivsync does not know makes an
+    error record naming the mailbox (the stream is incomplete: diff withholds removals)."""
+    shared = next(m for m in small_tenant.mailboxes if m["RecipientTypeDetails"] == "SharedMailbox"
+                  and any(r["User"] != "NT AUTHORITY\\SELF" for r in small_tenant.permissions.get(m["Guid"], [])))
+    row = next(r for r in small_tenant.permissions[shared["Guid"]] if r["User"] != "NT AUTHORITY\\SELF")
+    row["AccessRights"] = {"Value": "FullAccess"}  # an object where a list of rights belongs
+    with FakeMicrosoft(tmp_path / "fake", small_tenant) as fake:
+        done = exo(fake, expect=ExitStatus.OK)
+    errors = kinds(done.records)["error"]
+    assert any(e["operation"] == "Get-MailboxPermission" and "not understood" in e["message"]
+               and e["object"] == shared["PrimarySmtpAddress"] for e in errors)
+    assert done.records[-1]["tally"]["left out: shape not understood"] == 1
+    stream = tmp_path / "exo.jsonl"
+    stream.write_bytes(done.stdout)
+    normalized = run("zivsync-normalize", "-i", stream, "--claimed-domain", DOMAIN)
+    assert normalized.returncode == 0 and normalized.records[-1]["complete"] is False  # so diff removes nothing
+
+
 # -- signing in -------------------------------------------------------------------------------------
 
 

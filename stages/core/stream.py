@@ -329,11 +329,14 @@ class StreamWriter:
         self._put(record)
         self.count += 1
 
-    def close(self, incomplete_reasons: Iterable[str] = ()) -> None:
+    def close(self, incomplete_reasons: Iterable[str] = (), tally: dict[str, int] | None = None) -> None:
+        """End the segment; ``tally``: what the producer read and where it went, by name."""
         reasons = list(incomplete_reasons)
         end: dict = {"type": "end", "count": self.count}
         if reasons:
             end.update(complete=False, incomplete_reasons=reasons)
+        if tally:
+            end["tally"] = {str(name): int(number) for name, number in sorted(tally.items()) if number}
         self._emit(end)
         self.out.flush()
 

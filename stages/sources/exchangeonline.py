@@ -573,6 +573,7 @@ class Reader:
         self.api, self.scope, self.batch, self.concurrency = api, scope, batch, concurrency
         self.names = Names()
         self.errors: list[dict] = []
+        self.tally: Counter = Counter()  # what was read and where it went (the stream's end says it too)
 
     def records(self) -> Iterator[dict]:
         everyone = list(self.api.invoke(Cmdlet("Get-Mailbox", RecipientTypeDetails=list(self.scope.mailbox_kinds),
@@ -643,7 +644,9 @@ class Reader:
 
     def permissions(self, mailboxes: list[dict]) -> Iterator[dict]:
         """Full Access entries on shared mailboxes (and user mailboxes when asked), trustees
-        named by id where Exchange knows them."""
+        named by id where Exchange knows them. Every answer is read in each shape Exchange uses
+        (:func:`permission_entries`, :func:`rights_of`); an entry in any other shape is an error
+        record naming the mailbox and what was not understood, never silently nothing."""
         kinds = {"SharedMailbox"} | ({"UserMailbox"} if self.scope.user_mailbox_permissions else set())
         targets = [m for m in mailboxes if m.get("RecipientTypeDetails") in kinds]
         cmdlets = [Cmdlet("Get-MailboxPermission", Identity=str(m.get("Guid") or object_id(m))) for m in targets]
@@ -651,29 +654,56 @@ class Reader:
         unresolved: dict[str, dict | None] = {}
         rows = []
         for mailbox, answer in zip(targets, answers):
+            where = mailbox.get("PrimarySmtpAddress") or object_id(mailbox)
             if isinstance(answer, ApiError):
-                self._error(mailbox.get("PrimarySmtpAddress") or object_id(mailbox), "Get-MailboxPermission",
-                            answer.message)
+                self._error(where, "Get-MailboxPermission", answer.message)
                 continue
             for row in answer:
-                rights = [str(r) for r in _listed(row.get("AccessRights"))]
-                if not any(r.lower() == "fullaccess" for r in rights):
+                self.tally["permission entries read"] += 1
+                try:
+                    entries = permission_entries(row)
+                except NotUnderstood as problem:
+                    self._not_understood(where, problem)
                     continue
-                if _flag(row.get("Deny")) is None or _flag(row.get("IsInherited")) is None:
-                    self._error(mailbox.get("PrimarySmtpAddress") or object_id(mailbox), "Get-MailboxPermission",
-                                f"cannot read Deny={row.get('Deny')!r} / IsInherited={row.get('IsInherited')!r} "
-                                f"of the entry for {row.get('User')!r}")
-                    continue
-                user = str(row.get("User") or "").strip()
-                if user and not is_principal_without_mailbox(user) and self.names.find(user) is None:
-                    unresolved[user.lower()] = None
-                rows.append((mailbox, user, rights, row))
+                for entry in entries:
+                    try:
+                        rights = rights_of(entry.get("AccessRights"))
+                    except NotUnderstood as problem:
+                        self._not_understood(where, NotUnderstood(f"the entry for {entry.get('User')!r}: {problem}"))
+                        continue
+                    if "FullAccess" not in rights:
+                        self.tally["left out: not Full Access"] += 1
+                        continue
+                    user = entry.get("User")
+                    if not isinstance(user, str) or not user.strip():
+                        self._not_understood(where, NotUnderstood(f"a Full Access entry names no User ({user!r})"))
+                        continue
+                    # missing is not "no": a grant read as direct and not denied would add a delegate
+                    if any(entry.get(key) is None or _flag(entry.get(key)) is None for key in ("Deny", "IsInherited")):
+                        self._error(where, "Get-MailboxPermission",
+                                    f"cannot read Deny={entry.get('Deny')!r} / IsInherited={entry.get('IsInherited')!r} "
+                                    f"of the entry for {user!r}")
+                        self.tally["left out: shape not understood"] += 1
+                        continue
+                    user = user.strip()
+                    if not is_principal_without_mailbox(user) and self.names.find(user) is None:
+                        unresolved[user.lower()] = None
+                    rows.append((mailbox, user, rights, entry))
         yield from self._resolve(unresolved)
         for mailbox, user, rights, row in rows:
-            found = self.names.find(user) if user else None
+            found = self.names.find(user)
+            self.tally["Full Access entries used"] += 1
             yield {"type": "permission", "source": self.scope.source, "mailbox": object_id(mailbox),
-                   "trustee": object_id(found) if found else user or "?", "rights": rights,
+                   "trustee": object_id(found) if found else user, "rights": rights,
                    "inherited": _flag(row.get("IsInherited")), "deny": _flag(row.get("Deny"))}
+        if self.tally["permission entries read"] and not rows:
+            log.warning("Get-MailboxPermission answered %d entries on %d mailboxes but none was a Full Access grant "
+                        "zivsync could use: %s", self.tally["permission entries read"], len(targets),
+                        ", ".join(f"{k}: {n}" for k, n in sorted(self.tally.items()) if k.startswith("left out")))
+
+    def _not_understood(self, where: str, problem: NotUnderstood) -> None:
+        self.tally["left out: shape not understood"] += 1
+        self._error(where, "Get-MailboxPermission", f"answer not understood: {problem}")
 
     def _resolve(self, unresolved: dict[str, dict | None]) -> Iterator[dict]:
         """Trustees the listings don't name (a group that is no distribution group, a user
@@ -707,6 +737,97 @@ class Reader:
                             "operation": cmdlet, "message": message})
 
 
+class NotUnderstood(ValueError):
+    """An answer in a shape the reader does not know: becomes an error record, never nothing."""
+
+
+# Exchange's MailboxRights, a [Flags] enum. Values: Exchange's own MailboxRights.cs (decompiled
+# Exchange 2013, Microsoft.Exchange.Management.Recipient/MailboxRights.cs), the same in the Adaxes
+# SDK (ADM_EXCHANGE_MAILBOX_RIGHTS_ENUM) and in Get-MailboxPermissionsDetailed.ps1; Microsoft
+# Learn's "MailboxRights Enumeration" names them and says FlagsAttribute. The high four are the
+# ACE's own standard rights (DELETE, READ_CONTROL, WRITE_DAC, WRITE_OWNER).
+MAILBOX_RIGHTS = {"FullAccess": 0x1, "SendAs": 0x2, "ExternalAccount": 0x4, "DeleteItem": 0x10000,
+                  "ReadPermission": 0x20000, "ChangePermission": 0x40000, "ChangeOwner": 0x80000}
+_RIGHT_NAMES = {name.lower(): name for name in MAILBOX_RIGHTS}
+
+
+def rights_of(value) -> list[str]:
+    """The rights an ``AccessRights`` value grants, by name, from every shape it comes in.
+
+    Get-MailboxPermission writes one object per ACE whose ``AccessRights`` is a ``MailboxRights[]``
+    of *one* flags value (Exchange's MailboxAcePresentationObject.cs), so Full Access with Read
+    Permission reads, by shape:
+
+    - a list of names, one per flag: ``["FullAccess", "ReadPermission"]`` (the admin API's REST
+      route, captured in public code; our fake of it);
+    - a list holding the flags value's text: ``["FullAccess, ReadPermission"]`` (remote PowerShell,
+      through pypsrp: an enum it does not know reads as its ``<ToString>``, MS-PSRP §2.2.5.2.7),
+      or that text bare;
+    - enum objects: an ``int`` whose ``str`` is the names (psrpcore), or the number itself,
+      ``[131073]`` or ``"131073"`` (a numeric rendering; bits without a name kept as hex).
+
+    Anything else (None, an empty list, a bool, a dict, a blank or unknown name) raises
+    :class:`NotUnderstood`.
+    """
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise NotUnderstood("AccessRights is an empty list")
+        names: list[str] = []
+        for element in value:
+            names += [n for n in _right_names(element) if n not in names]
+        return names
+    return _right_names(value)
+
+
+def _right_names(value) -> list[str]:
+    if value is None or isinstance(value, bool):
+        raise NotUnderstood(f"AccessRights {value!r}")
+    if isinstance(value, int):
+        text = str(value).strip()  # an enum object (psrpcore's PSInt): its text is the names
+        return _names_of_mask(int(value)) if text.lstrip("-").isdigit() else _names_of_text(text)
+    if isinstance(value, str):
+        text = value.strip()
+        return _names_of_mask(int(text)) if text.isdigit() else _names_of_text(text)
+    raise NotUnderstood(f"AccessRights element {value!r} ({type(value).__name__})")
+
+
+def _names_of_text(text: str) -> list[str]:
+    parts = [part.strip() for part in text.split(",")]
+    if not parts or any(not part for part in parts):
+        raise NotUnderstood(f"AccessRights {text!r}")
+    unknown = [part for part in parts if part.lower() not in _RIGHT_NAMES]
+    if unknown:  # no MailboxRights name: a shape misread, or a right Exchange added (refused, loudly)
+        raise NotUnderstood(f"AccessRights {text!r}: {', '.join(unknown)} is no MailboxRights name")
+    return [_RIGHT_NAMES[part.lower()] for part in parts]
+
+
+def _names_of_mask(mask: int) -> list[str]:
+    if mask <= 0:
+        raise NotUnderstood(f"AccessRights {mask!r}")
+    names = [name for name, bit in MAILBOX_RIGHTS.items() if mask & bit]
+    unnamed = mask & ~sum(MAILBOX_RIGHTS.values())
+    return names + ([hex(unnamed)] if unnamed else [])
+
+
+def permission_entries(row) -> list[dict]:
+    """One Get-MailboxPermission answer as flat entries (``User``, ``AccessRights``, ``Deny``,
+    ``IsInherited``), from both shapes Exchange uses: one object per ACE (remote PowerShell and
+    InvokeCommand), or one per trustee with a ``PermissionList`` of its ACEs (the admin API's REST
+    route ``Mailbox('…')/MailboxPermission``, as captured in public clients of it). Properties
+    not used are ignored; a shape not understood raises :class:`NotUnderstood`."""
+    if not isinstance(row, dict):
+        raise NotUnderstood(f"an entry that is no object: {row!r}")
+    if "PermissionList" not in row:
+        if "AccessRights" not in row:
+            raise NotUnderstood(f"an entry without AccessRights or PermissionList (User {row.get('User')!r})")
+        return [row]
+    items = row["PermissionList"]
+    if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+        raise NotUnderstood(f"the PermissionList of {row.get('User')!r} is {items!r}")
+    shared = {key: value for key, value in row.items() if key != "PermissionList"}
+    return [{**shared, **item} for item in items]
+
+
 def _flag(value) -> bool | None:
     """A boolean as Exchange sends it (a bool, or its text when it arrives as a typed object
     pypsrp does not know, such as a SwitchParameter); None when it is neither."""
@@ -721,12 +842,3 @@ def _flag(value) -> bool | None:
 def _not_found(message: str) -> bool:
     text = message.lower()
     return "couldn't be found" in text or "managementobjectnotfound" in text or "could not be found" in text
-
-
-def _listed(value) -> list:
-    """A multi-valued property as a list ('FullAccess, ReadPermission' is how a flags enum reads)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return list(value) if isinstance(value, (list, tuple)) else [value]
