@@ -207,6 +207,21 @@ def test_an_answer_not_understood_is_an_error_record_not_silence(small_tenant, t
     assert normalized.returncode == 0 and normalized.records[-1]["complete"] is False  # so diff removes nothing
 
 
+def test_a_429_pauses_every_worker_not_just_the_throttled_one(small_tenant, tmp_path):
+    """Issue 12: at --concurrency 4 without batching, one Get-MailboxPermission answered 429 with
+    Retry-After: 2 holds every worker for 2 s. Counted at the fake: no request arrives inside the
+    wait but those already in flight when the 429 went out (before: the other three kept sending)."""
+    with FakeMicrosoft(tmp_path / "fake", small_tenant, latency=0.15) as fake:
+        fake.fail("Get-MailboxPermission", 429, times=1, retry_after=2)
+        done = exo(fake, "--no-batch", "--concurrency", "4")
+        rows = sorted(fake.requests, key=lambda r: r["time"])
+    throttled = next(r for r in rows if r["status"] == 429)
+    sent = throttled["time"] + 0.15  # the fake's latency: the 429 left then
+    inside = [r for r in rows if sent + 0.3 < r["time"] < sent + 2 - 0.1]
+    assert inside == [] and "complete" not in done.records[-1]
+    assert sum(r["time"] > sent + 2 - 0.1 for r in rows) > 0  # the read went on after the wait
+
+
 # -- signing in -------------------------------------------------------------------------------------
 
 

@@ -6,7 +6,6 @@ its pid when the test ends, whatever happens.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import API_KEY, EXAMPLES, Sandbox, account, executable, jsonl, read_jsonl, run, segment, write_stream
+from helpers import API_KEY, EXAMPLES, Sandbox, executable, jsonl, read_jsonl, run, write_stream
 
 from stages.cli import ExitStatus
 

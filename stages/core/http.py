@@ -3,7 +3,9 @@ Exchange Online's admin API, Microsoft Graph).
 
 - one session per API (connection reuse), a timeout on every request, TLS verified;
 - an optional client-side token bucket that paces requests to the API's budget;
-- ``Retry-After`` honoured on 429 (up to a limit of waits), with the bucket emptied;
+- ``Retry-After`` honoured on 429 (up to a limit of waits), with the bucket emptied, by every
+  thread of the client: no request starts until the wait is over (a client that keeps sending
+  into a wait gets throttled longer: Exchange Online does that);
 - backoff on 5xx, timeouts and dropped connections, for requests that are safe to repeat;
   one that is not (a create) raises :class:`Uncertain` so that the caller can look first;
 - errors that carry the API's own message (the subclass knows where it is); 401/403 are for
@@ -119,6 +121,8 @@ class HttpClient:
         self.session.verify = verify
         self.session.headers.update({"Accept": "application/json", "User-Agent": f"zivsync/{__version__}"})
         self._random = random.Random(0)
+        self._pause_lock = threading.Lock()
+        self._paused_until = 0.0  # time.monotonic() before which no request of this client starts
 
     def close(self) -> None:
         self.session.close()
@@ -134,6 +138,7 @@ class HttpClient:
         safe = method in SAFE_METHODS if idempotent is None else idempotent
         failures = throttles = 0
         while True:
+            self._wait_out_pause()
             if self.bucket:
                 self.bucket.take()
             self.stats.count("requests", method)
@@ -160,9 +165,9 @@ class HttpClient:
                     raise ApiError(method, path, status, f"still throttled after {self.max_throttle_waits} waits")
                 if self.bucket:
                     self.bucket.empty()
-                wait = self.retry_after(response)
-                log.debug("throttled (429): waiting %.1f s as the server asks", wait)
-                self.sleep(wait + self._random.uniform(0, 0.25))
+                wait = self.retry_after(response) + self._random.uniform(0, 0.25)
+                log.debug("throttled (429): every request waits %.1f s as the server asks", wait)
+                self._pause(wait)
                 continue
             if status >= 500:
                 if not safe:
@@ -173,6 +178,24 @@ class HttpClient:
                 self._back_off(failures)
                 continue
             return response
+
+    def _pause(self, seconds: float) -> None:
+        """Hold every request of this client (all threads) for ``seconds``."""
+        with self._pause_lock:
+            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    def _wait_out_pause(self) -> None:
+        """Wait while a 429 holds this client; again if another one extended the wait meanwhile.
+        (Each wait is one sleep(): a test's sleep that returns at once ends the loop too.)"""
+        waited_for = 0.0
+        while True:
+            with self._pause_lock:
+                until = self._paused_until
+            remaining = until - time.monotonic()
+            if remaining <= 0 or until <= waited_for:
+                return
+            waited_for = until
+            self.sleep(remaining)
 
     def before_send(self, method: str, url: str, kwargs: dict) -> None:
         """A hook for subclasses: e.g. put a fresh access token in the headers."""

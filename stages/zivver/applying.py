@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..core.account_mapping import MappedAccount, Mapping
 from . import scim
-from .client import AuthError, Client, Uncertain, Unreachable, ZivverError
+from .client import AuthError, Client, ListingNotUnderstood, Uncertain, Unreachable, ZivverError
 
 log = logging.getLogger("zivsync")
 
@@ -42,9 +42,13 @@ class Zivver:
 
     @classmethod
     def listed(cls, client: Client) -> "Zivver":
-        accounts, warnings = scim.snapshot_accounts(client.list("Users"), client.list("Groups"))
+        accounts, warnings, problems = scim.snapshot_accounts(client.list("Users"), client.list("Groups"))
         for warning in warnings:
             log.warning("%s", warning)
+        if problems:  # what it holds decides what is stale: a guess would apply the wrong change
+            raise ListingNotUnderstood("GET", "/Users", None, "Zivver's answer could not be read: "
+                                       + "; ".join(problems[:5])
+                                       + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
         return cls(accounts)
 
     def set(self, account: dict) -> None:

@@ -42,6 +42,40 @@ PAGE_SIZE = 500
 ZivverError = ApiError
 
 
+class ShortListing(ApiError):
+    """A listing that holds fewer resources than Zivver's own totalResults, even read twice:
+    ``resources`` is what was read. Whoever trusts it must not take it for all of Zivver."""
+
+    def __init__(self, resource: str, resources: list[dict], total: int):
+        self.resources, self.total = resources, total
+        super().__init__("GET", f"/{resource}", None,
+                         f"Zivver says it has {total} but the listing gave {len(resources)}, read twice "
+                         "(a page lost, or a server ignoring startIndex)")
+
+
+class ListingNotUnderstood(ApiError):
+    """A listing page in a shape zivsync does not know (no totalResults, Resources no list…)."""
+
+
+def _list_page(resource: str, page) -> tuple[list[dict], int]:
+    """The resources and totalResults of one ListResponse page, checked: a page that is no
+    object, a totalResults that is no count, or Resources that are no list of objects with an id
+    raise :class:`ListingNotUnderstood` (never read as an empty organisation)."""
+    where = f"/{resource}"
+    if not isinstance(page, dict):
+        raise ListingNotUnderstood("GET", where, None, f"the answer is no SCIM ListResponse: {str(page)[:200]}")
+    total = page.get("totalResults")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        raise ListingNotUnderstood("GET", where, None, f"totalResults is {total!r}, not a count")
+    items = page.get("Resources", [] if total == 0 else None)
+    if not isinstance(items, list):
+        raise ListingNotUnderstood("GET", where, None, f"Resources is {items!r}, not a list")
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            raise ListingNotUnderstood("GET", where, None, f"a resource without an id: {str(item)[:200]}")
+    return items, total
+
+
 class Client(HttpClient):
     """Zivver's SCIM API at ``base_url`` (…/api/scim/v2)."""
 
@@ -89,21 +123,33 @@ class Client(HttpClient):
     # -- resources -----------------------------------------------------------------------
     def list(self, resource: str) -> list[dict]:
         """Every User or Group. Pages defensively (reference §3.7): asks for pages, stops when
-        it has totalResults or a page comes back empty, copes with a server that ignores paging."""
+        it has totalResults or a page adds nothing, copes with a server that ignores paging.
+        The read is checked against the ``totalResults`` Zivver states (RFC 7644 §3.4.2: a
+        page MAY hold fewer than asked, the total is the whole): fewer, after one more read,
+        raises :class:`ShortListing` carrying what was read."""
+        found, total = self._list_once(resource)
+        if len(found) < total:
+            log.warning("Zivver's listing of /%s gave %d of the %d it says it has: reading it again", resource,
+                        len(found), total)
+            found, total = self._list_once(resource)
+        if len(found) < total:
+            raise ShortListing(resource, list(found.values()), total)
+        return list(found.values())
+
+    def _list_once(self, resource: str) -> tuple[dict[str, dict], int]:
         found: dict[str, dict] = {}
-        start = 1
+        start, total = 1, 0
         with progress(f"{resource} read", unit=f" {resource.lower()}") as bar:
             while True:
-                page = self.request("GET", f"/{resource}", params={"startIndex": start, "count": PAGE_SIZE}) or {}
-                items = page.get("Resources") or []
+                page = self.request("GET", f"/{resource}", params={"startIndex": start, "count": PAGE_SIZE})
+                items, total = _list_page(resource, page)
                 before = len(found)
                 for item in items:
-                    found[item["id"]] = item
-                total = page.get("totalResults", len(found))
+                    found[item["id"]] = item  # seen on an earlier page too: the listing moved under us
                 bar.total = total
                 bar.update(len(found) - before)
                 if not items or len(found) >= total or len(found) == before:  # a server ignoring startIndex
-                    return list(found.values())
+                    return found, total
                 start += len(items)
 
     def find(self, resource: str, attribute: str, value: str) -> dict | None:
@@ -181,4 +227,5 @@ def _loopback(host: str) -> bool:
 
 
 def exit_status_for(error: ZivverError) -> ExitStatus:
-    return ExitStatus.UNREACHABLE if isinstance(error, (AuthError, Unreachable)) else ExitStatus.PARTIAL
+    unread = (AuthError, Unreachable, ShortListing, ListingNotUnderstood)
+    return ExitStatus.UNREACHABLE if isinstance(error, unread) else ExitStatus.PARTIAL

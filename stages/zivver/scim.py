@@ -22,8 +22,43 @@ def _addresses(values) -> tuple[list[str], list[str]]:
     return sorted({v.lower() for v in values if ADDRESS.match(v)}), [v for v in values if not ADDRESS.match(v)]
 
 
+class NotUnderstood(ValueError):
+    """A SCIM resource in a shape zivsync does not know: it is named, never guessed at."""
+
+
+def _required_text(resource: dict, field: str, what: str) -> str:
+    value = resource.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise NotUnderstood(f"{what} {_name(resource)}: {field} is {value!r}, not an address")
+    return value
+
+
+def _name(resource: dict) -> str:
+    return f"id {resource.get('id')!r}"
+
+
+def _check_shape(resource, what: str) -> dict:
+    """The fields every resource must have, of the types zivsync reads; others are ignored."""
+    if not isinstance(resource, dict):
+        raise NotUnderstood(f"a {what} that is no object: {resource!r}")
+    if not isinstance(resource.get("id"), str) or not resource["id"]:
+        raise NotUnderstood(f"a {what} without an id: {str(resource)[:200]}")
+    for field, kind in ((ZIVVER_USER, dict), (ZIVVER_GROUP, dict), ("name", dict), ("phoneNumbers", list),
+                        ("members", list)):
+        if resource.get(field) is not None and not isinstance(resource[field], kind):
+            raise NotUnderstood(f"{what} {_name(resource)}: {field} is {resource[field]!r}")
+    return resource
+
+
 def user_account(resource: dict) -> tuple[dict, list[str]]:
-    """An account record from a SCIM User, and the addresses in it that are not addresses."""
+    """An account record from a SCIM User, and the addresses in it that are not addresses.
+    Raises :class:`NotUnderstood` for a userName or active that is missing, null or of another
+    type: ``active: null`` is no ``false`` (reference/zivver.md §5: every recorded user has both)."""
+    _check_shape(resource, "personal account")
+    user_name = _required_text(resource, "userName", "personal account")
+    if not isinstance(resource.get("active"), bool):
+        raise NotUnderstood(f"personal account {user_name} ({_name(resource)}): active is "
+                            f"{resource.get('active')!r}, neither true nor false")
     extension = resource.get(ZIVVER_USER) or {}
     aliases, bad_aliases = _addresses(extension.get("aliases"))
     delegates, bad_delegates = _addresses(extension.get("delegates"))
@@ -31,9 +66,9 @@ def user_account(resource: dict) -> tuple[dict, list[str]]:
     phone = next((p for p in phones if isinstance(p, str) and E164.match(p)), None)
     return {
         "type": "account", "kind": "user",
-        "email": resource["userName"].lower(),
+        "email": user_name.lower(),
         "name": (resource.get("name") or {}).get("formatted") or "",
-        "active": bool(resource.get("active", True)),
+        "active": resource["active"],
         "aliases": aliases,
         "delegates": delegates,
         "sso_key": None,  # write-only: Zivver never returns it
@@ -47,13 +82,16 @@ def user_account(resource: dict) -> tuple[dict, list[str]]:
 
 def group_account(resource: dict, emails: dict[str, str]) -> tuple[dict, list[str]]:
     """An account record from a SCIM Group, its member ids turned into addresses by ``emails``
-    (user id → address); also the member ids that are no known user."""
+    (user id → address); also the member ids that are no known user. Raises
+    :class:`NotUnderstood` for an externalId (the address) missing, null or of another type."""
+    _check_shape(resource, "functional account")
+    external_id = _required_text(resource, "externalId", "functional account")
     extension = resource.get(ZIVVER_GROUP) or {}
     members = [m.get("value") for m in resource.get("members") or [] if isinstance(m, dict)]
     unknown = [m for m in members if m not in emails]
     return {
         "type": "account", "kind": "functional",
-        "email": resource["externalId"].lower(),
+        "email": external_id.lower(),
         "name": resource.get("displayName") or "",
         "active": True,  # Zivver cannot disable a functional account; no delegates is as close as it gets
         "aliases": sorted({a.lower() for a in extension.get("aliases") or []}),
@@ -101,17 +139,26 @@ def group_body(account: dict, member_ids: list[str]) -> dict:
     }
 
 
-def snapshot_accounts(users: list[dict], groups: list[dict]) -> tuple[list[dict], list[str]]:
-    """All accounts, sorted by address, and warnings (members that are no known user)."""
-    accounts, warnings = [], []
+def snapshot_accounts(users: list[dict], groups: list[dict]) -> tuple[list[dict], list[str], list[str]]:
+    """All accounts, sorted by address; warnings (members that are no known user); and the
+    resources not understood, each named (a snapshot with any is incomplete)."""
+    accounts, warnings, problems = [], [], []
     for user in users:
-        account, bad = user_account(user)
+        try:
+            account, bad = user_account(user)
+        except NotUnderstood as problem:
+            problems.append(str(problem))
+            continue
         accounts.append(account)
         warnings.extend(f"personal account {account['email']}: {b!r} is no e-mail address, left out" for b in bad)
     emails = {a["zivver_id"]: a["email"] for a in accounts}
     for group in groups:
-        account, unknown = group_account(group, emails)
+        try:
+            account, unknown = group_account(group, emails)
+        except NotUnderstood as problem:
+            problems.append(str(problem))
+            continue
         accounts.append(account)
         warnings.extend(f"functional account {account['email']}: member {m} is no personal account" for m in unknown)
     accounts.sort(key=lambda a: (a["email"], a["kind"]))
-    return accounts, warnings
+    return accounts, warnings, problems
