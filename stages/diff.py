@@ -24,8 +24,10 @@ Matches accounts by the local account mapping (--state), then by address, then b
 and plans creates, updates, renames, reactivations, suspensions and emptied functional
 accounts, each with its fields before and after. Nothing is written to Zivver: review the
 plan, then give it to zivsync-push. Safety limits are on by default: more suspensions than
---max-suspend or --max-suspend-percent, or any from an incomplete or empty desired stream,
-and the plan is marked refused (exit 3) so that push will not apply it.
+--max-suspend or --max-suspend-percent, more accounts losing a delegate or an alias than
+--max-delegate-removals/--max-alias-removals (or their -percent), or any of these from an
+incomplete or empty desired stream, and the plan is marked refused (exit 3) so that push
+will not apply it.
 
 \b
 Example:
@@ -53,15 +55,28 @@ Example:
         help="Delete (irreversibly) Zivver accounts that the directory no longer has, instead of suspending them.")
 @option("--max-delete", type=click.IntRange(min=0), default=0, show_default=True,
         help="Refuse the plan if it deletes more accounts than this.")
+@option("--max-delegate-removals", type=click.IntRange(min=0), default=50, show_default=True,
+        help="Refuse the plan if more accounts than this would lose a delegate (in an update).")
+@option("--max-delegate-removals-percent", type=click.FloatRange(min=0, max=100), default=20.0, show_default=True,
+        help="Refuse the plan if more than this share of the managed accounts with delegates would lose one "
+             "(checked beyond 5 accounts).")
+@option("--max-alias-removals", type=click.IntRange(min=0), default=50, show_default=True,
+        help="Refuse the plan if more accounts than this would lose an alias (in an update).")
+@option("--max-alias-removals-percent", type=click.FloatRange(min=0, max=100), default=20.0, show_default=True,
+        help="Refuse the plan if more than this share of the managed accounts with aliases would lose one "
+             "(checked beyond 5 accounts).")
 @option("--update-sso-keys/--no-update-sso-keys", default=False,
         help="Plan changes of the SSO account key (only on Zivver Support's advice: a wrong key blocks sign-in).")
 @click.option("--check", is_flag=True, help="Exit 5 when changes are pending, 0 when in sync (for monitoring).")
 def command(inputs, output, current, state_dir: str | None, claimed_domains, target_exclude, max_suspend,
-            max_suspend_percent, delete_missing, max_delete, update_sso_keys, check):
+            max_suspend_percent, delete_missing, max_delete, max_delegate_removals, max_delegate_removals_percent,
+            max_alias_removals, max_alias_removals_percent, update_sso_keys, check):
     options = DiffOptions(
         claimed_domains=frozenset(d.lower().strip() for d in claimed_domains), exclude=target_exclude,
         max_suspend=max_suspend, max_suspend_percent=max_suspend_percent, delete_missing=delete_missing,
-        max_delete=max_delete, update_sso_keys=update_sso_keys,
+        max_delete=max_delete, update_sso_keys=update_sso_keys, max_delegate_removals=max_delegate_removals,
+        max_delegate_removals_percent=max_delegate_removals_percent, max_alias_removals=max_alias_removals,
+        max_alias_removals_percent=max_alias_removals_percent,
     )
     desired_inputs = cli.open_inputs(inputs)
     desired_reader = StreamReader(desired_inputs, ["accounts"], typed=True)
@@ -99,6 +114,11 @@ def command(inputs, output, current, state_dir: str | None, claimed_domains, tar
             "passed": safety.passed, "reasons": safety.reasons, "destructive": safety.destructive,
             "deletions": safety.deletions, "managed": safety.managed, "withheld": safety.withheld,
             "max_suspend": max_suspend, "max_suspend_percent": max_suspend_percent, "max_delete": max_delete,
+            "delegate_removals": safety.delegate_removals, "with_delegates": safety.with_delegates,
+            "max_delegate_removals": max_delegate_removals,
+            "max_delegate_removals_percent": max_delegate_removals_percent,
+            "alias_removals": safety.alias_removals, "with_aliases": safety.with_aliases,
+            "max_alias_removals": max_alias_removals, "max_alias_removals_percent": max_alias_removals_percent,
         },
     }
     with open_output(output) as (handle, name):
@@ -131,5 +151,8 @@ def _config(options: DiffOptions) -> dict:
         "max_suspend": options.max_suspend, "max_suspend_percent": options.max_suspend_percent,
         "delete_missing": options.delete_missing, "max_delete": options.max_delete,
         "update_sso_keys": options.update_sso_keys,
+        "max_delegate_removals": options.max_delegate_removals,
+        "max_delegate_removals_percent": options.max_delegate_removals_percent,
+        "max_alias_removals": options.max_alias_removals, "max_alias_removals_percent": options.max_alias_removals_percent,
     }
 

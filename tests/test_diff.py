@@ -9,7 +9,8 @@ from stages.core.account_mapping import MappedAccount, Mapping
 from stages.core.planning import DiffOptions, diff
 
 CLAIMED = frozenset({"example.com", "example.nl"})
-LOOSE = dict(max_suspend=10**6, max_suspend_percent=100.0)
+LOOSE = dict(max_suspend=10**6, max_suspend_percent=100.0, max_delegate_removals=10**6, max_delegate_removals_percent=100.0,
+             max_alias_removals=10**6, max_alias_removals_percent=100.0)
 
 
 def options(**kwargs) -> DiffOptions:
@@ -322,3 +323,51 @@ def test_two_desired_accounts_claiming_one_address_is_an_error():
     from stages.core.planning import PlanError
     with pytest.raises(PlanError, match="both claim x@example.com"):
         plan([account("a@example.com", aliases=["x@example.com"]), account("b@example.com", aliases=["x@example.com"])], [])
+
+
+# -- quiet losses: removals of delegates and aliases (issue 12) ------------------------------------
+
+
+def shared_mailboxes(count: int, losing: int, *, field: str = "delegates"):
+    """``count`` functional accounts with two delegates (or aliases) each; ``losing`` of them
+    lose one in the desired state. People: the delegates themselves."""
+    people = [account("ann@example.com"), account("bob@example.com")]
+    current, desired = list(people), list(people)
+    for n in range(count):
+        email = f"shared{n}@example.com"
+        two = ["ann@example.com", "bob@example.com"] if field == "delegates" else [f"s{n}a@example.nl", f"s{n}b@example.nl"]
+        current.append(account(email, kind="functional", zivver_id=f"z{n}", **{field: two}))
+        desired.append(account(email, kind="functional", **{field: two[:1] if n < losing else two}))
+    return desired, current
+
+
+@pytest.mark.parametrize("field, option", [("delegates", "delegate"), ("aliases", "alias")])
+def test_a_quiet_loss_of_delegates_or_aliases_is_refused(field, option):
+    desired, current = shared_mailboxes(30, 10, field=field)  # a third lose one
+    result = plan(desired, current, **{f"max_{option}_removals": 50, f"max_{option}_removals_percent": 20.0})
+    assert not result.safety.passed and len(result.changes) == 10
+    assert result.safety.reasons == [f"10 of the 30 managed accounts with a {option} (33.3 %) would lose one: more "
+                                     f"than the limit of 20 % (--max-{option}-removals-percent)"]
+    by_count = plan(desired, current, **{f"max_{option}_removals": 9, f"max_{option}_removals_percent": 100.0})
+    assert by_count.safety.reasons == [f"10 accounts would lose a {option}: more than the limit of 9 "
+                                       f"(--max-{option}-removals)"]
+    assert plan(desired, current, **{f"max_{option}_removals": 10, f"max_{option}_removals_percent": 34.0}
+                ).safety.passed
+
+
+def test_a_handful_of_removals_is_never_refused_by_share_alone():
+    desired, current = shared_mailboxes(8, 5)  # 62 %, but five accounts: one leaver's mailboxes
+    assert plan(desired, current, max_delegate_removals_percent=20.0).safety.passed
+    desired, current = shared_mailboxes(8, 6)
+    assert not plan(desired, current, max_delegate_removals_percent=20.0).safety.passed
+
+
+def test_an_incomplete_read_takes_no_delegate_and_no_alias_away():
+    desired, current = shared_mailboxes(4, 2)
+    desired.append(account("new@example.com"))
+    desired[2] = account("shared0@example.com", kind="functional", delegates=["ann@example.com"], name="Renamed")
+    result = plan(desired, current, desired_complete=False)
+    assert ops(result) == [("create_user", "new@example.com")]  # the rest would take a delegate away
+    assert {s["email"] for s in result.skips if s["reason"] == "desired_incomplete"} == {
+        "shared0@example.com", "shared1@example.com"}
+    assert not result.safety.passed and result.safety.withheld == 2

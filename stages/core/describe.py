@@ -82,8 +82,17 @@ def describe_safety(safety: dict) -> list[str]:
     if not safety:
         return []
     if safety.get("passed"):
-        percent = safety.get("max_suspend_percent")
-        percent = f"{percent:g}" if isinstance(percent, (int, float)) else str(percent)
-        return [f"safety: passed: {safety.get('destructive', 0)} of {safety.get('managed', 0)} managed accounts "
-                f"suspended, emptied or deleted (limits: {safety.get('max_suspend')} and {percent} %)"]
+        lines = [f"safety: passed: {safety.get('destructive', 0)} of {safety.get('managed', 0)} managed accounts "
+                 f"suspended, emptied or deleted (limits: {safety.get('max_suspend')} and "
+                 f"{_percent(safety.get('max_suspend_percent'))} %)"]
+        for what, plural in (("delegate", "delegates"), ("alias", "aliases")):
+            if f"{what}_removals" in safety:  # plans made before zivsync had these limits lack them
+                lines.append(f"  {safety[f'{what}_removals']} of {safety.get(f'with_{plural}', 0)} managed accounts "
+                             f"with {plural} lose one (limits: {safety.get(f'max_{what}_removals')} and "
+                             f"{_percent(safety.get(f'max_{what}_removals_percent'))} %)")
+        return lines
     return ["safety: REFUSED: this plan must not be applied"] + [f"  - {r}" for r in safety.get("reasons", [])]
+
+
+def _percent(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
