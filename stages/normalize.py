@@ -5,8 +5,11 @@ The logic: ``stages/core/directory.py`` (normalize's rules).
 
 from __future__ import annotations
 
+from collections import Counter
+
 from . import cli
 from .cli import ExitStatus, ZivsyncError, option
+from .core import schema
 from .core.directory import Scope, ScopeError, normalize
 from .core.stream import StreamReader, StreamWriter, input_digests, open_output
 
@@ -62,8 +65,9 @@ def command(inputs, output, claimed_domains, include_ous, exclude_ous, include_g
     )
     sources = cli.open_inputs(inputs)
     reader = StreamReader(sources, ["directory"], typed=True)
+    read: Counter = Counter()
     try:
-        result = normalize(reader, scope)
+        result = normalize(_counted(reader, read), scope)
     except ScopeError as error:
         raise ZivsyncError(str(error)) from None
     incomplete = reader.incomplete_reasons + result.incomplete_reasons
@@ -84,9 +88,24 @@ def command(inputs, output, claimed_domains, include_ous, exclude_ous, include_g
             writer.write(record)
         for record in result.conflicts:
             writer.write(record)
-        writer.close(incomplete)
+        writer.close(incomplete, tally=_tally(read, result))
     _report(result, incomplete)
     return ExitStatus.OK
+
+
+def _counted(records, read: Counter):
+    """The records, counted by type as normalize reads them (for the tally)."""
+    for record in records:
+        read[schema.type_of(record)] += 1
+        yield record
+
+
+def _tally(read: Counter, result) -> dict[str, int]:
+    """Where every object read went: records read by type, accounts written, left out by reason."""
+    kinds = Counter(a["kind"] for a in result.accounts)
+    return {**{f"{kind} records read": n for kind, n in read.items()},
+            "personal accounts": kinds["user"], "functional accounts": kinds["functional"],
+            **{f"left out: {reason}": n for reason, n in result.dropped.items()}}
 
 
 def _report(result, incomplete: list[str]) -> None:

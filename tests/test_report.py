@@ -502,3 +502,21 @@ def test_a_browser_shows_the_outcome_the_counts_and_the_charts(tmp_path):
     assert pixels[rgb("#fff8c5")] > 20_000, "no amber banner for a partial run"
     for op in report.counts_by_op:  # every op's bar is on the screen in its colour
         assert pixels[rgb(htmlreport.OP_COLOURS[op])] > 300, op
+
+
+def test_the_tallies_of_a_run_say_where_every_object_went(tmp_path):
+    """Issue 12: each stream's end record carries its stage's tally; the report shows them."""
+    folder = tmp_path / "20261201T020000Z"
+    folder.mkdir()
+    (folder / "summary.json").write_bytes(orjson.dumps({"run": folder.name, "outcome": "ok"}))
+    (folder / "plan.jsonl").write_bytes(GOLDEN_PLAN.read_bytes())
+    tally = {"permission entries read": 9, "left out: not Full Access": 4, "left out: shape not understood": 1}
+    lines = [{"type": "header", "stream": "directory", "version": 1, "producer": "zivsync-extract-exo 0",
+              "created": "2026-12-01T02:00:00Z"}, {"type": "end", "count": 0, "tally": tally}]
+    (folder / "directory-exo.jsonl").write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    report = reporting.load(folder)
+    assert report.tallies == {"directory-exo.jsonl": tally}
+    text = reporting.describe_report(report)
+    assert "tally of directory-exo.jsonl:" in text and "left out: shape not understood" in text
+    page = htmlreport.render(report)
+    assert "Where every object went" in page and "left out: not Full Access</td><td class=\"n\">4<" in page

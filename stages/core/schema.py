@@ -183,6 +183,10 @@ def _translate(node: dict, path: tuple[str, ...], tag: str | None = None) -> tup
         python = _constrained(list[item], min_length=node.get("minItems"))
         if node.get("uniqueItems"):
             unique = [*unique, path]
+    elif main == "object" and "properties" not in node and isinstance(node.get("additionalProperties"), dict):
+        value, paths = _translate(node["additionalProperties"], (*path, "*"))  # a map: every value checked
+        unique.extend(paths)
+        python = dict[str, value]
     elif main == "object" and "properties" not in node:
         python = dict
     elif main == "object":

@@ -99,7 +99,7 @@ def render(report: Report, limit: int | None = None) -> str:
         _heading(report), _banner(report), _notes(report), _facts(report), _stages(report),
         # what needs someone's attention first, then the whole picture, then every detail
         _failures(report), _safety(report), _overview(report), _changes(report, limit), _skips(report, limit),
-        _footer(report),
+        _tallies(report), _footer(report),
     ]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -325,6 +325,18 @@ def _safety(report: Report) -> str:
         body += (f"<p>{e(safety['withheld'])} suspensions, emptyings or deletions were withheld: the directory "
                  "was read incompletely.</p>\n")
     return _section("Safety check", body, "safety")
+
+
+def _tallies(report: Report) -> str:
+    """What each stage read and where every object went (left out: … by reason)."""
+    if not report.tallies:
+        return ""
+    body = ""
+    for name, tally in report.tallies.items():
+        rows = "".join(f"<tr><td>{e(what)}</td><td class=\"n\">{e(number)}</td></tr>\n" for what, number in tally.items())
+        body += f"<h3>{e(name)}</h3>\n<table>\n<tr><th>read, used, left out</th><th class=\"n\">count</th></tr>\n" \
+            f"{rows}</table>\n"
+    return _section("Where every object went", body, "tallies")
 
 
 def _failures(report: Report) -> str:

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import orjson
 
@@ -53,6 +53,7 @@ class Report:
     results: list[dict] = field(default_factory=list)
     results_header: dict | None = None
     notes: list[str] = field(default_factory=list)
+    tallies: dict[str, dict[str, int]] = field(default_factory=dict)  # stream file -> its end's tally
 
     @property
     def is_run(self) -> bool:
@@ -194,7 +195,32 @@ def _load_run(folder: Path) -> Report:
         report.notes.extend(reasons)
     elif report.summary.get("results") is not None:
         report.notes.append(f"{results} is missing, though the summary says the plan was applied")
+    report.tallies = stream_tallies(folder)
     return report
+
+
+def stream_tallies(folder: Path) -> dict[str, dict[str, int]]:
+    """The tally each stream of a run folder ends with (what its stage read and left out, by
+    reason), in pipeline order; read from the last line only, however large the stream."""
+    order = sorted(folder.glob("directory-*.jsonl")) + [folder / "current.jsonl", folder / "desired.jsonl"]
+    tallies = {}
+    for path in order:
+        end = _last_record(path)
+        if isinstance(end, dict) and end.get("type") == "end" and isinstance(end.get("tally"), dict):
+            tallies[path.name] = {str(k): v for k, v in end["tally"].items() if isinstance(v, int)}
+    return tallies
+
+
+def _last_record(path: Path) -> Any:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - 65536))
+            lines = handle.read().splitlines()
+        return orjson.loads(lines[-1]) if lines else None
+    except (OSError, orjson.JSONDecodeError):
+        return None  # a stream cut short: its reader says so; here there is only no tally
 
 
 def _read_summary(path: Path) -> dict:
@@ -252,8 +278,18 @@ def describe_report(report: Report, limit: int | None = SHOWN) -> str:
     else:
         lines.append("no plan: the run stopped before zivsync diff")
     lines += _describe_results(report)
+    lines += describe_tallies(report.tallies)
     lines += describe_safety(report.safety)
     return "\n".join(lines)
+
+
+def describe_tallies(tallies: dict[str, dict[str, int]]) -> list[str]:
+    """Where every object went, stream by stream: what was read, used, and left out by reason."""
+    lines = []
+    for name, tally in tallies.items():
+        lines.append(f"tally of {name}:")
+        lines += [f"  {what:<60} {number:>8}" for what, number in tally.items()]
+    return lines
 
 
 def _describe_run(report: Report) -> list[str]:
