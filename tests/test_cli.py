@@ -61,7 +61,8 @@ def test_output_file_is_written_atomically_and_stdout_stays_empty(directory, tmp
     target = tmp_path / "desired.jsonl"
     done = run("zivsync-normalize", *CLAIMED, "-i", directory, "-o", target)
     assert done.returncode == 0 and done.stdout == b""
-    assert read_jsonl(target)[-1] == {"type": "end", "count": 2}
+    end = read_jsonl(target)[-1]
+    assert (end["type"], end["count"], end["tally"]["personal accounts"]) == ("end", 2, 2)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

@@ -51,7 +51,9 @@ def everything(samba_dc):
 def test_stream_is_complete_and_valid(everything, samba_dc, tmp_path):
     assert everything[0]["type"] == "header" and everything[0]["stream"] == "directory"
     assert everything[0]["source"]["url"] == samba_dc.ldaps_url
-    assert everything[-1] == {"type": "end", "count": len(everything) - 2}
+    end = everything[-1]
+    assert {k: v for k, v in end.items() if k != "tally"} == {"type": "end", "count": len(everything) - 2}
+    assert sum(n for what, n in end["tally"].items() if what.endswith(" records")) == end["count"]
     path = tmp_path / "ldap.jsonl"
     path.write_bytes(b"".join(__import__("orjson").dumps(r) + b"\n" for r in everything))
     assert run("zivsync-validate", path).returncode == 0
