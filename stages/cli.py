@@ -150,6 +150,13 @@ def _config_params(command: click.Command) -> dict[str, click.Parameter]:
             if p.name not in BASE_OPTIONS | FLAG_ONLY and isinstance(p, click.Option)}
 
 
+def family_of(ctx: click.Context) -> list[click.Command]:
+    """Every command a config file may hold a table for, as the executable handed them in
+    (a list, or a function that imports them: only a config file needs them all)."""
+    family = ctx.find_root().obj or ()
+    return list(family() if callable(family) else family)
+
+
 def config_defaults(data: dict, command: click.Command, path: Path,
                     family: Iterable[click.Command] = ()) -> dict:
     """The option defaults that a config file gives ``command``, checked strictly.
@@ -202,7 +209,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(f"cannot read {path}: {error.strerror}", ctx, param) from None
     except tomllib.TOMLDecodeError as error:
         raise click.BadParameter(f"{path} is not valid TOML: {error}", ctx, param) from None
-    ctx.default_map = config_defaults(data, ctx.command, path, ctx.find_root().obj or ())
+    ctx.default_map = config_defaults(data, ctx.command, path, family_of(ctx))
     return value
 
 
@@ -311,12 +318,13 @@ def _utf8_text_output() -> None:
 
 
 def run(command: click.Command, args: list[str] | None = None, prog: str | None = None,
-        family: Iterable[click.Command] = ()) -> int:
+        family: Iterable[click.Command] | Callable[[], Iterable[click.Command]] = ()) -> int:
     """Run a command the way every executable does, turning errors into exit codes. ``family``:
     every command whose table a config file may hold (to tell a typo from another stage's table)."""
     prog = prog or command.name
     try:
-        result = command.main(args=args, prog_name=prog, standalone_mode=False, obj=tuple(family))
+        result = command.main(args=args, prog_name=prog, standalone_mode=False,
+                              obj=family if callable(family) else tuple(family))
     except click.exceptions.Exit as done:  # --help, --version
         return done.exit_code
     except click.ClickException as error:
@@ -354,12 +362,3 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
-
-
-def entry_point(command: click.Command, family: Iterable[click.Command] = ()) -> Callable[[], None]:
-    """The console-script function for a command."""
-
-    def main() -> None:
-        sys.exit(run(command, family=family))
-
-    return main

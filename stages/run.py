@@ -169,7 +169,7 @@ def _send(mailing: mail.MailSettings, report: reporting.Report | None, summary: 
 
 def configured_state_dir(data: dict, config: Path) -> Path | None:
     """The state folder push will use, as it will resolve it (environment, then the file)."""
-    family = click.get_current_context().find_root().obj or ()
+    family = cli.family_of(click.get_current_context())
     value = os.environ.get("ZIVSYNC_STATE_DIR") or cli.config_defaults(data, push.command, config, family).get(
         "state_dir")
     return Path(value).resolve() if value else None

@@ -7,34 +7,31 @@ checks a config file's tables against it without importing the commands itself.
 
 from __future__ import annotations
 
+import importlib
 import sys
+from functools import cache
 
 import click
 
-from . import (
-    __version__,
-    check,
-    cli,
-    diff,
-    extract_exchange,
-    extract_exo,
-    extract_ldap,
-    normalize,
-    push,
-    report,
-    run,
-    sandbox,
-    snapshot,
-    validate,
-)
+from . import __version__, cli
 
-# The nightly job and its tools first, then the stages in pipeline order
-STAGES = [run.command, check.command, report.command, extract_ldap.command, extract_exo.command,
-          extract_exchange.command, normalize.command, diff.command, validate.command, snapshot.command, push.command,
-          sandbox.command]
+# The nightly job and its tools first, then the stages in pipeline order. Imported when needed:
+# an executable imports its own command only (the whole list when it reads a config file).
+MODULES = ("run", "check", "report", "extract_ldap", "extract_exo", "extract_exchange", "normalize", "diff",
+           "validate", "snapshot", "push", "sandbox")
 
 
-@click.group(context_settings=cli.CONTEXT_SETTINGS, help="""Keep a Zivver organisation in step with its directory.
+def command_of(module: str) -> click.Command:
+    return importlib.import_module(f"{__package__}.{module}").command
+
+
+@cache
+def commands() -> list[click.Command]:
+    """Every command, in the order of the list above."""
+    return [command_of(module) for module in MODULES]
+
+
+HELP = """Keep a Zivver organisation in step with its directory.
 
 \b
 Every sub-command is also an executable of its own (zivsync diff == zivsync-diff).
@@ -46,33 +43,45 @@ Example:
   zivsync run --config zivsync.toml             # a dry run into runs/<UTC time>/
   zivsync report runs/20261127T020000Z --html report.html
   zivsync normalize -i ldap.jsonl --claimed-domain example.com | zivsync diff --current current.jsonl ...
-""")
-@click.version_option(__version__, "--version", prog_name="zivsync", message="%(prog)s %(version)s")
-def group():
-    pass
+"""
 
 
-for stage_command in STAGES:
-    group.add_command(stage_command, cli.section_name(stage_command))
+@cache
+def umbrella() -> click.Group:
+    """The ``zivsync`` command, every command under it."""
+    group = click.Group(context_settings=cli.CONTEXT_SETTINGS, help=HELP)
+    click.version_option(__version__, "--version", prog_name="zivsync", message="%(prog)s %(version)s")(group)
+    for command in commands():
+        group.add_command(command, cli.section_name(command))
+    return group
+
+
+def __getattr__(name: str):
+    """``STAGES`` and ``group``, built when first asked for (docs, tests)."""
+    if name == "STAGES":
+        return commands()
+    if name == "group":
+        return umbrella()
+    raise AttributeError(name)
 
 
 def main() -> None:
-    sys.exit(cli.run(group, prog="zivsync", family=STAGES))
+    sys.exit(cli.run(umbrella(), prog="zivsync", family=commands))
+
+
+def _executable(module: str):
+    def main() -> None:
+        sys.exit(cli.run(command_of(module), family=commands))
+
+    return main
 
 
 # The executables, one per command (pyproject.toml's [project.scripts])
-run_main = cli.entry_point(run.command, STAGES)
-check_main = cli.entry_point(check.command, STAGES)
-report_main = cli.entry_point(report.command, STAGES)
-extract_ldap_main = cli.entry_point(extract_ldap.command, STAGES)
-extract_exo_main = cli.entry_point(extract_exo.command, STAGES)
-extract_exchange_main = cli.entry_point(extract_exchange.command, STAGES)
-normalize_main = cli.entry_point(normalize.command, STAGES)
-diff_main = cli.entry_point(diff.command, STAGES)
-validate_main = cli.entry_point(validate.command, STAGES)
-snapshot_main = cli.entry_point(snapshot.command, STAGES)
-push_main = cli.entry_point(push.command, STAGES)
-sandbox_main = cli.entry_point(sandbox.command, STAGES)
+run_main, check_main, report_main = _executable("run"), _executable("check"), _executable("report")
+extract_ldap_main, extract_exo_main = _executable("extract_ldap"), _executable("extract_exo")
+extract_exchange_main, normalize_main = _executable("extract_exchange"), _executable("normalize")
+diff_main, validate_main, snapshot_main = _executable("diff"), _executable("validate"), _executable("snapshot")
+push_main, sandbox_main = _executable("push"), _executable("sandbox")
 
 if __name__ == "__main__":
     main()

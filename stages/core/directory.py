@@ -125,6 +125,24 @@ class Group:
             tuple(m if m.islower() else m.lower() for m in record.members), record.dn, record.sid,
             record.sam_account_name)
 
+    @classmethod
+    def merged(cls, views: list["Group"]) -> "Group":
+        """One group as every source that has it knows it: LDAP knows its DN and sAMAccountName
+        (what parents' member lists and on-premise permissions name it by), Exchange its
+        members by id. Members of all; each other field from the first source, by name, that
+        has it: the same group whatever order the streams came in."""
+        if len(views) == 1:
+            return views[0]
+        views = sorted(views, key=lambda g: g.source)
+
+        def first(name: str):
+            return next((value for g in views if (value := getattr(g, name))), None)
+
+        addresses = tuple(dict.fromkeys(a for g in views for a in g.addresses))
+        return cls(views[0].source, views[0].key, first("name") or views[0].name, first("mail"), addresses,
+                   any(g.mail_enabled for g in views), tuple(sorted({m for g in views for m in g.members})),
+                   first("dn"), first("sid"), first("sam"))
+
 
 @dataclass(slots=True)
 class Candidate:
@@ -151,16 +169,21 @@ class Directory:
         self.groups: dict[str, Group] = {}  # by id
         self.permissions: list = []  # permission records
         self.errors: list = []  # error records
+        self.sources_with_groups: set[str] = set()
+        self.unresolved: dict[str, set[str]] = defaultdict(set)  # group -> member references naming nothing
+        views: dict[str, list[Group]] = defaultdict(list)  # a group by id, as each source gives it
         self.sources: list[str] = []  # in order of first appearance
         self._member_of: dict[str, list[str]] = defaultdict(list)  # persons' memberOf, turned around
         self._by_address: dict[str, str] = {}
         self._by_other: dict[str, dict[str, str]] = {}
         self._members: dict[str, frozenset[str]] = {}
         for record in records:
-            self._add(record)
-        self.sources_with_groups = {group.source for group in self.groups.values()}
+            self._add(record, views)
+        for key, seen in views.items():
+            group = self.groups[key] = Group.merged(seen)
+            self._index_addresses(group.key, group.mail, group.addresses)
 
-    def _add(self, record: dict) -> None:
+    def _add(self, record: dict, views: dict[str, list[Group]]) -> None:
         if isinstance(record, dict):
             record = msgspec.convert(record, schema.checker("directory", record["type"]).struct)
         kind, source = schema.type_of(record), record.source
@@ -174,8 +197,8 @@ class Directory:
             self._index_addresses(person.key, person.mail, person.addresses)
         elif kind == "group":
             group = Group.of(record)
-            self.groups[group.key] = group
-            self._index_addresses(group.key, group.mail, group.addresses)
+            views[group.key].append(group)
+            self.sources_with_groups.add(source)
         elif kind == "permission":
             self.permissions.append(record)
         elif kind == "error":
@@ -240,7 +263,11 @@ class Directory:
                             self._member_of.get(group.dn.lower(), ()) if group and group.dn else ()):
                 for member in members:
                     if member not in self.persons and member not in self.groups:
-                        member = self.resolve(member) or member  # a DN, as extract-ldap writes them
+                        resolved = self.resolve(member)  # a DN, as extract-ldap writes them
+                        if resolved is None:  # counted and reported (normalize's tally), never silent
+                            self.unresolved[current].add(member)
+                            continue
+                        member = resolved
                     if member in self.persons:
                         people.add(member)
                     elif member in self.groups and member not in seen:
@@ -480,6 +507,13 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
     for key, owner in accounts_by_key.items():
         if key in directory.groups:  # a mail-enabled group as a functional account: its members act for it
             allowed[owner["email"]].update(able(directory.members(key))[0])
+    unresolved = sum(len(members) for members in directory.unresolved.values())
+    if unresolved:
+        result.dropped["group member in no source read (not read, or outside the scope)"] += unresolved
+        for group, members in sorted(directory.unresolved.items())[:5]:
+            name = directory.groups[group].name if group in directory.groups else group
+            shown = ", ".join(sorted(members)[:3]) + (f" and {len(members) - 3} more" if len(members) > 3 else "")
+            result.warnings.append(f"group {name}: {len(members)} members resolve to no object read: {shown}")
     for email, delegates in allowed.items():
         by_email[email]["delegates"] = sorted(delegates - denied.get(email, set()) - {email})
 
