@@ -90,9 +90,10 @@ def test_reactivate_user():
 
 
 def test_create_and_update_functional():
-    result = plan([account("team@example.com", kind="functional", delegates=["ann@example.com"]),
+    ann = account("ann@example.com")  # a delegate is a desired personal account with its Zivver account
+    result = plan([ann, account("team@example.com", kind="functional", delegates=["ann@example.com"]),
                    account("desk@example.com", kind="functional", delegates=["ann@example.com"])],
-                  [account("desk@example.com", kind="functional", zivver_id="z9")])
+                  [dict(ann, zivver_id="z1"), account("desk@example.com", kind="functional", zivver_id="z9")])
     assert ops(result) == [("create_functional", "team@example.com"), ("update_functional", "desk@example.com")]
     assert result.changes[1]["after"] == {"delegates": ["ann@example.com"]}
 
@@ -255,8 +256,10 @@ def test_changes_come_in_push_order_and_have_stable_ids():
 
 @pytest.mark.parametrize("field", ["aliases", "delegates"])
 def test_list_order_alone_is_no_change(field):
-    desired = [account("ann@example.com", **{field: ["b@example.com", "a@example.com"]})]
-    current = [dict(account("ann@example.com", zivver_id="z1"), **{field: ["b@example.com", "a@example.com"]})]
+    people = [account("a@example.com"), account("b@example.com")] if field == "delegates" else []
+    desired = [account("ann@example.com", **{field: ["b@example.com", "a@example.com"]}), *people]
+    current = [dict(account("ann@example.com", zivver_id="z1"), **{field: ["b@example.com", "a@example.com"]}),
+               *(dict(p, zivver_id=f"z{n + 2}") for n, p in enumerate(people))]
     assert plan(desired, current).changes == []
 
 
@@ -371,3 +374,46 @@ def test_an_incomplete_read_takes_no_delegate_and_no_alias_away():
     assert {s["email"] for s in result.skips if s["reason"] == "desired_incomplete"} == {
         "shared0@example.com", "shared1@example.com"}
     assert not result.safety.passed and result.safety.withheld == 2
+
+
+# -- delegates are accounts, not addresses (issue 16, bugs B and C) --------------------------------
+
+
+def test_a_reused_address_never_makes_the_leavers_account_a_delegate():
+    """A leaver's suspended account keeps its address; a new hire with the same address is
+    withheld (ambiguous_match), and so is the new hire's Full Access: granting the address
+    would reach the leaver's account."""
+    leaver = dict(account("sam@example.com", active=False, zivver_id="z1"))
+    known = mapping(("z1", "sam@example.com", ["ldap:leaver"]))
+    newcomer = account("sam@example.com", anchors=["ldap:newcomer"])
+    shared = account("team@example.com", kind="functional", delegates=["sam@example.com"])
+    result = plan([newcomer, shared], [leaver, account("team@example.com", kind="functional", zivver_id="z2")],
+                  mapping=known)
+    assert not any("sam@example.com" in c["after"].get("delegates", ()) for c in result.changes)
+    reasons = {(s["email"], s["reason"]) for s in result.skips}
+    assert ("sam@example.com", "ambiguous_match") in reasons and ("team@example.com", "delegate_withheld") in reasons
+
+
+def test_a_delegate_renamed_needs_no_change_of_the_functional_account():
+    known = mapping(("z1", "old@example.com", ["ldap:p"]))
+    current = [account("old@example.com", zivver_id="z1"),
+               account("team@example.com", kind="functional", delegates=["old@example.com"], zivver_id="z2")]
+    desired = [account("new@example.com", anchors=["ldap:p"]),
+               account("team@example.com", kind="functional", delegates=["new@example.com"])]
+    assert ops(plan(desired, current, mapping=known)) == [("rename_user", "new@example.com")]
+
+
+def test_a_delegate_is_renamed_created_or_reactivated_before_it_is_granted():
+    known = mapping(("z1", "old@example.com", ["ldap:p"]), ("z3", "back@example.com", ["ldap:b"]))
+    current = [account("old@example.com", zivver_id="z1"), account("back@example.com", active=False, zivver_id="z3"),
+               account("team@example.com", kind="functional", delegates=["old@example.com"], zivver_id="z2")]
+    desired = [account("new@example.com", anchors=["ldap:p"]), account("back@example.com", anchors=["ldap:b"]),
+               account("hire@example.com", anchors=["ldap:h"]),
+               account("team@example.com", kind="functional",
+                       delegates=["back@example.com", "hire@example.com", "new@example.com"])]
+    result = plan(desired, current, mapping=known)
+    order = ops(result)
+    functional = order.index(("update_functional", "team@example.com"))
+    for before in (("rename_user", "new@example.com"), ("reactivate_user", "back@example.com"),
+                   ("create_user", "hire@example.com")):
+        assert order.index(before) < functional

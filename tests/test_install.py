@@ -10,7 +10,6 @@ import sys
 import tomllib
 
 import orjson
-
 from helpers import EXAMPLES, ROOT
 
 SCRIPTS = list(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"])

@@ -152,6 +152,10 @@ class _Planner:
         self.skips: list[dict] = []
         self.left_alone: set[int] = set()  # current accounts (by id) nothing may change
         self.claimant: dict[int, dict] = {}  # change (by id) -> the current account it changes, if any
+        # who a delegate is: a desired personal account's address -> the Zivver account it is
+        # (a Zivver id, or "new:" the address of one this plan creates), None when it has none
+        self.delegate_of: dict[str, str | None] = {}
+        self.current_of: dict[str, str] = {}  # a current personal account's address -> who it is
 
     # -- matching ----------------------------------------------------------------------
     def match(self) -> tuple[list[tuple[Account, Account, str]], list[Account], list[Account]]:
@@ -240,15 +244,17 @@ class _Planner:
     # -- the plan ----------------------------------------------------------------------
     def run(self, desired_complete: bool) -> Plan:
         _refuse_shared_addresses(self.desired)
-        in_scope = []
+        in_scope, self.unmanaged = [], []
         for d in self.desired:
             reason = self.out_of_scope(d.email)
             if reason:
                 self.skip(d, reason, None, None, "the desired account is outside the configured scope")
+                self.unmanaged.append(d)
             else:
                 in_scope.append(d)
         self.desired = in_scope
         pairs, new, gone = self.match()
+        self.know_delegates(pairs, new)
         for d, c, how in pairs:
             self.update(d, c, how)
         for d in new:
@@ -257,6 +263,7 @@ class _Planner:
             self.remove(c)
         withheld = self.withhold_uncertain(desired_complete)
         self.settle_addresses(gone if desired_complete else [])  # from a partial read, nobody gives up an alias
+        self.settle_delegates()
         safety = withheld or self.check_limits()
         links = self.links(pairs)
         self.changes = in_dependency_order(self.changes)
@@ -313,6 +320,80 @@ class _Planner:
             op = f"update_{kind}"
         self.change(op, d, d.email, before, after, list(d.anchors), how, d.sso_key, c)
 
+    # -- delegates: accounts, not addresses ------------------------------------------------
+    def know_delegates(self, pairs: list[tuple[Account, Account, str]], new: list[Account]) -> None:
+        """Who each desired personal account is in Zivver, by the same identity rules as the
+        accounts themselves (the mapping's anchors first, then address, then alias): the Zivver
+        account it matched, or the one this plan creates. One it did not match (an address
+        reused while the leaver's account still holds it, a type conflict) has none, and is
+        nobody's delegate: its address would reach another person's account."""
+        for c in self.current:
+            if c.kind == "user":
+                self.current_of[c.email] = c.zivver_id or c.email
+        by_email = {c.email: c for c in self.current}
+        for d in self.unmanaged:  # an account diff leaves alone may still be a delegate, as it is
+            c = by_email.get(d.email)
+            if d.kind == "user" and c is not None and c.kind == "user" and c.active:
+                self.delegate_of[d.email] = c.zivver_id or c.email
+        for d, c, _ in pairs:
+            if d.kind == "user":
+                self.delegate_of[d.email] = (c.zivver_id or c.email) if c.kind == "user" and d.active else None
+        for d in new:
+            if d.kind == "user":
+                self.delegate_of[d.email] = f"new:{d.email}" if d.active else None
+
+    def grantable(self, d: Account) -> list[str]:
+        """The delegates of a desired functional account that are someone's Zivver account."""
+        withheld = [a for a in d.delegates if self.delegate_of.get(a) is None]
+        if withheld:
+            self.skip(d, "delegate_withheld", f"update_{d.kind}", None,
+                      f"not made delegates: {', '.join(sorted(withheld))}: no Zivver account of theirs (an address "
+                      "that belongs to another directory object's account, an account left alone, or none yet)")
+        return sorted(a for a in d.delegates if self.delegate_of.get(a) is not None)
+
+    def who(self, addresses: Iterable[str]) -> set[str]:
+        return {self.delegate_of.get(a) or a for a in addresses}
+
+    def settle_delegates(self) -> None:
+        """After the addresses are settled: a delegate a change grants must, when push reaches
+        that change, be the address of the account it stands for, and that account active (a
+        rename withheld, a reactivation withheld: then it is not granted, and said so)."""
+        email_after = {who: address for address, who in self.current_of.items()}
+        active_after = {c.zivver_id or c.email: c.active for c in self.current if c.kind == "user"}
+        for change in self.changes:
+            own = self.claimant.get(id(change))
+            if change["op"] == "create_user":
+                email_after[f"new:{change['email']}"] = change["email"]
+                active_after[f"new:{change['email']}"] = True
+            elif own is not None and own.kind == "user":
+                who = own.zivver_id or own.email
+                email_after[who] = change["after"].get("email", email_after.get(who))
+                active_after[who] = change["after"].get("active", active_after.get(who))
+        dropped = set()
+        for change in self.changes:
+            after = change["after"]
+            if "delegates" not in after:
+                continue
+            lost = [a for a in after["delegates"] if email_after.get(self.delegate_of.get(a)) != a
+                    or not active_after.get(self.delegate_of.get(a))]
+            if not lost:
+                continue
+            account = Account(change["kind"], change["email"], "", True, (), (), None, None, (), change["zivver_id"])
+            self.skip(account, "delegate_withheld", change["op"], change["zivver_id"],
+                      f"not made delegates: {', '.join(lost)}: their account does not have that address, or is not "
+                      "active, after this plan (see their own changes)")
+            after["delegates"] = [a for a in after["delegates"] if a not in lost]
+            before = change["before"]
+            if change["op"].startswith("create_"):
+                continue
+            unchanged = self.who(after["delegates"]) == {self.current_of.get(a, a) for a in before.get("delegates", ())} \
+                if change["kind"] == "functional" else after["delegates"] == before.get("delegates")
+            if unchanged or not after["delegates"]:  # emptying is a change of its own, not a side effect
+                del before["delegates"], after["delegates"]
+                if not after:
+                    dropped.add(id(change))
+        self.changes = [c for c in self.changes if id(c) not in dropped]
+
     def differences(self, d: Account, c: Account) -> tuple[dict, dict]:
         before, after = {}, {}
 
@@ -325,7 +406,12 @@ class _Planner:
         if d.kind == "user":
             differ("active", c.active, d.active)
         differ("aliases", sorted(c.aliases), sorted(d.aliases))
-        differ("delegates", sorted(c.delegates), sorted(d.delegates))
+        granted = self.grantable(d)
+        if d.kind == "functional":  # Zivver keeps a functional account's delegates as accounts (member ids)
+            if self.who(granted) != {self.current_of.get(a, a) for a in c.delegates}:
+                before["delegates"], after["delegates"] = sorted(c.delegates), granted
+        else:  # and a personal account's as addresses
+            differ("delegates", sorted(c.delegates), granted)
         if d.kind == "user" and d.phone is not None:  # a phone the directory lacks is not cleared
             differ("phone", c.phone, d.phone)
         if self.options.update_sso_keys and d.sso_key:
@@ -342,7 +428,7 @@ class _Planner:
         after = {"email": d.email, "name": d.name}
         if kind == "user":
             after["active"] = True
-        after.update(aliases=list(d.aliases), delegates=list(d.delegates))
+        after.update(aliases=list(d.aliases), delegates=self.grantable(d))
         if kind == "user" and d.phone:
             after["phone"] = d.phone
         if kind == "user" and d.sso_key:
@@ -535,15 +621,16 @@ def _refuse_shared_addresses(desired: list[Account]) -> None:
 
 def in_dependency_order(changes: list[dict]) -> list[dict]:
     """The changes in the order push applies them: DESIGN.md §5's order by op, except that a
-    change that frees an address comes before the change that takes it, and a user is created
-    before the changes that make it a delegate."""
+    change that frees an address comes before the change that takes it, and a user is created,
+    renamed to its new address or reactivated before the changes that make it a delegate (push
+    finds a delegate's account by its address, and Zivver takes only active delegates)."""
     rank = {id(c): (OP_ORDER.index(c["op"]), c["email"], n) for n, c in enumerate(changes)}
     freed_by: dict[str, list[dict]] = defaultdict(list)
     created: dict[str, dict] = {}
     for change in changes:
         for address in _released(change):
             freed_by[address].append(change)
-        if change["op"] == "create_user":
+        if change["op"] in ("create_user", "rename_user", "reactivate_user"):
             created[change["email"]] = change
     waits_for: dict[int, set[int]] = {id(c): set() for c in changes}
     for change in changes:
