@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test-deps test demo bench golden docs clean
+.PHONY: venv test-deps test demo bench soak golden docs clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ demo: venv
 
 bench: test-deps venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench.py
+
+# The long soak: 300 people, 90 nights, two seeds, against zivsync-sandbox (tests/soak.py).
+soak: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/soak.py
 
 # Rewrite the golden files under tests/golden/ after a deliberate change of output.
 golden: venv
