@@ -466,13 +466,24 @@ def dumps(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
-def header(stream: str, source: dict) -> dict:
-    return {"type": "header", "stream": stream, "version": 1, "producer": PRODUCER, "created": CREATED,
+def header(stream: str, source: dict, authority: dict | None = None) -> dict:
+    made = {"type": "header", "stream": stream, "version": 1, "producer": PRODUCER, "created": CREATED,
             "source": source}
+    if authority:
+        made["authority"] = authority
+    return made
 
 
-def segment(stream: str, source: dict, records: list[dict]) -> list[dict]:
-    return [header(stream, source), *records, {"type": "end", "count": len(records)}]
+def segment(stream: str, source: dict, records: list[dict], authority: dict | None = None) -> list[dict]:
+    return [header(stream, source, authority), *records, {"type": "end", "count": len(records)}]
+
+
+# What each stream speaks for, as the extractors state it (extract-exchange with --user-mailbox-permissions)
+# (activedirectory.Scope.authority, exchangeonline.Scope.authority)
+LDAP_AUTHORITY = {"source": "ldap", "people": True, "mailbox_kinds": ["user", "shared", "room", "equipment"],
+                  "groups": True, "full_access": [], "phone": True, "sso_key": True, "scope": {"base_dn": BASE_DN}}
+EXCHANGE_AUTHORITY = {"source": "exchange", "people": True, "mailbox_kinds": ["user", "shared", "room", "equipment"],
+                      "groups": True, "full_access": ["shared", "user"], "phone": False, "sso_key": True, "scope": {}}
 
 
 def text(lines: list[dict]) -> str:
@@ -561,7 +572,7 @@ ZIVVER_SOURCE = {
 
 def ldap_lines() -> list[dict]:
     records = [person_record(p, "ldap") for p in PEOPLE] + [group_record(g) for g in GROUPS]
-    lines = segment("directory", ldap_source(), records)
+    lines = segment("directory", ldap_source(), records, LDAP_AUTHORITY)
     # the extractor's tally: the records it wrote, by type (nothing left out of this export)
     lines[-1]["tally"] = {f"{kind} records": sum(r["type"] == kind for r in records) for kind in ("group", "person")}
     return lines
@@ -571,7 +582,7 @@ def exchange_lines() -> list[dict]:
     mailboxes = [by_sam(sam) for sam in EXCHANGE_USER_MAILBOXES]
     mailboxes += [p for p in PEOPLE if p.mailbox in ("shared", "room")]
     records = [person_record(p, "exchange") for p in mailboxes] + [permission_record(p) for p in PERMISSIONS]
-    return segment("directory", EXCHANGE_SOURCE, records)
+    return segment("directory", EXCHANGE_SOURCE, records, EXCHANGE_AUTHORITY)
 
 
 def current_lines() -> list[dict]:

@@ -14,7 +14,7 @@ from .cli import ExitStatus, ZivsyncError, option
 from .core import account_mapping as state
 from .core import schema
 from .core.describe import describe_plan
-from .core.planning import Account, DiffOptions, PlanError, diff
+from .core.planning import Account, DiffOptions, PlanError, Reading, diff
 from .core.stream import Input, StreamReader, StreamWriter, dumps_canonical, input_digests, open_output
 
 HELP = """Compare the desired accounts with Zivver's current ones and write the plan.
@@ -95,7 +95,7 @@ def command(inputs, output, current, state_dir: str | None, claimed_domains, tar
 
     try:
         plan = diff(desired, current_accounts, options, mapping=mapping,
-                    desired_complete=desired_reader.complete, held=held)
+                    desired_complete=desired_reader.complete, held=held, reading=_reading(desired_reader))
     except PlanError as error:
         raise ZivsyncError(f"cannot plan: {error}") from None
 
@@ -110,6 +110,7 @@ def command(inputs, output, current, state_dir: str | None, claimed_domains, tar
         "options": _config(options),
         "desired_complete": desired_reader.complete,
         "summary": plan.summary(),
+        **({"unmanaged": plan.unmanaged} if plan.unmanaged else {}),
         "safety": {
             "passed": safety.passed, "reasons": safety.reasons, "destructive": safety.destructive,
             "deletions": safety.deletions, "managed": safety.managed, "withheld": safety.withheld,
@@ -133,6 +134,18 @@ def command(inputs, output, current, state_dir: str | None, claimed_domains, tar
     if check and plan.changes:
         return ExitStatus.PENDING
     return ExitStatus.OK
+
+
+def _reading(reader: StreamReader) -> Reading:
+    """How the desired accounts were read, from their headers: the sources, what each speaks for."""
+    sources, authorities, created = [], {}, None
+    for header in reader.headers:
+        sources += [s for s in header.get("sources") or () if s not in sources]
+        stated = header.get("authorities")
+        for source in header.get("sources") or ():
+            authorities[source] = stated.get(source) if isinstance(stated, dict) else None
+        created = created or header.get("created")
+    return Reading(tuple(sources), authorities or None, created)
 
 
 def _accounts_and_held(reader: StreamReader) -> tuple[list[Account], set[str]]:

@@ -103,7 +103,8 @@ def command(output, url, auth, username, password_file, ca_file, no_verify_tls, 
                         timeout=timeout)
     shell = RemotePowerShell(endpoint, concurrency=concurrency).open()
     scope = Scope.of(mailbox_kinds, user_mailbox_permissions, claimed_domains, address_filters, member_of, source)
-    header = {"source": {"url": url, "auth": auth, "username": username, **scope.describe()}}
+    header = {"source": {"url": url, "auth": auth, "username": username, **scope.describe()},
+              "authority": scope.authority()}
     try:
         reader = Reader(shell, scope, batch=False, concurrency=concurrency)
         status, counts = write_directory(reader.records(), producer="zivsync-extract-exchange", header=header,

@@ -110,7 +110,7 @@ def command(output, tenant, client_id, client_secret_file, certificate_key, cert
     api = ExchangeApi(endpoints, tenant, tokens, page_size=page_size, verify=verify, timeout=timeout)
     scope = Scope.of(mailbox_kinds, user_mailbox_permissions, claimed_domains, address_filters, member_of, source)
     header = {"source": {"tenant": tenant, "client_id": client_id, "sign_in": login.method(), "exchange": api.base,
-                         **scope.describe()}}
+                         **scope.describe()}, "authority": scope.authority()}
     try:
         return _write(Reader(api, scope, batch=batch, concurrency=concurrency), api, tokens, header, output)
     finally:

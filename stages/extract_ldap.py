@@ -136,7 +136,8 @@ def command(output, urls, base_dn, bind_dn, password_file, kerberos, kerberos_ho
                         timeout=timeout)
         directory = LiveDirectory(server, scope, page_size).connect()
         origin = {"url": directory.url, "bind_dn": bind_dn, "page_size": page_size}
-    header = {"source": {**origin, "base_dn": base_dn, "name": source, **_scope_description(scope)}}
+    header = {"source": {**origin, "base_dn": base_dn, "name": source, **_scope_description(scope)},
+              "authority": scope.authority()}
     try:
         return _write(directory, scope, header, output)
     finally:

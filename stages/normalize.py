@@ -67,7 +67,7 @@ def command(inputs, output, claimed_domains, include_ous, exclude_ous, include_g
     reader = StreamReader(sources, ["directory"], typed=True)
     read: Counter = Counter()
     try:
-        result = normalize(_counted(reader, read), scope)
+        result = normalize(_counted(reader, read), scope, authorities=lambda: _authorities(reader))
     except ScopeError as error:
         raise ZivsyncError(str(error)) from None
     incomplete = reader.incomplete_reasons + result.incomplete_reasons
@@ -82,6 +82,8 @@ def command(inputs, output, claimed_domains, include_ous, exclude_ous, include_g
         "resource_mailboxes": resource_mailboxes,
         "groups_as_functional": groups_as_functional,
     }
+    if any(result.authorities.values()):  # what each source speaks for (null: it states nothing, so everything)
+        header["authorities"] = {source: result.authorities.get(source) for source in result.sources}
     with open_output(output) as (handle, name):
         writer = StreamWriter(handle, "accounts", "zivsync-normalize", header, name)
         for record in result.accounts:
@@ -91,6 +93,12 @@ def command(inputs, output, claimed_domains, include_ous, exclude_ous, include_g
         writer.close(incomplete, tally=_tally(read, result))
     _report(result, incomplete)
     return ExitStatus.OK
+
+
+def _authorities(reader: StreamReader) -> dict[str, dict]:
+    """What each source speaks for, as its stream's header states it."""
+    return {authority["source"]: authority for header in reader.headers
+            if isinstance(authority := header.get("authority"), dict)}
 
 
 def _counted(records, read: Counter):

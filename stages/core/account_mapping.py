@@ -32,6 +32,7 @@ class MappedAccount:
     kind: str
     anchors: list[str] = field(default_factory=list)
     sso_key: str | None = None  # what push last sent: Zivver never returns it
+    sources: list[str] = field(default_factory=list)  # the sources its directory object came from
 
 
 @dataclass
@@ -69,7 +70,8 @@ def load(state_dir: str | Path | None) -> Mapping:
         for position, item in enumerate(data["accounts"]):
             entry = MappedAccount(
                 zivver_id=item["zivver_id"], email=item["email"], kind=item["kind"],
-                anchors=list(item.get("anchors", [])), sso_key=item.get("sso_key"))
+                anchors=list(item.get("anchors", [])), sso_key=item.get("sso_key"),
+                sources=list(item.get("sources", [])))
             accounts[entry.zivver_id] = entry
     except StateError:
         raise
@@ -83,7 +85,8 @@ def save(mapping: Mapping, state_dir: str | Path) -> None:
     directory = Path(state_dir)
     directory.mkdir(parents=True, exist_ok=True)
     entries = [
-        {"zivver_id": e.zivver_id, "email": e.email, "kind": e.kind, "anchors": sorted(e.anchors), "sso_key": e.sso_key}
+        {"zivver_id": e.zivver_id, "email": e.email, "kind": e.kind, "anchors": sorted(e.anchors), "sso_key": e.sso_key,
+         **({"sources": sorted(e.sources)} if e.sources else {})}
         for e in sorted(mapping.accounts.values(), key=lambda e: e.zivver_id)
     ]
     data = orjson.dumps({"version": MAPPING_VERSION, "accounts": entries}, option=orjson.OPT_INDENT_2) + b"\n"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -69,6 +69,8 @@ class Result:
     sources: list[str] = field(default_factory=list)  # the sources read, in order of appearance
     dropped: Counter = field(default_factory=Counter)  # why something did not make it, counted
     warnings: list[str] = field(default_factory=list)
+    authorities: dict[str, dict | None] = field(default_factory=dict)  # by source; None: states nothing
+    permission_sources: dict[str, set[str]] = field(default_factory=dict)  # account -> sources with Full Access on it
 
 
 @dataclass(slots=True)
@@ -157,6 +159,12 @@ class Candidate:
     addresses: tuple[str, ...]
     phone: str | None
     sso_key: str | None
+    dn: str | None = None
+
+    def origin(self) -> str:
+        """Where this view of the account comes from, for the reasons diff gives."""
+        state = {True: "enabled", False: "disabled", None: ""}[self.enabled] if self.kind == "user" else ""
+        return f"{self.source} {self.dn or 'anchor ' + self.key}" + (f" ({state})" if state else "")
 
 
 class Directory:
@@ -276,6 +284,30 @@ class Directory:
         self._members[group_key] = frozenset(people)
         return self._members[group_key]
 
+    def member_paths(self, group_key: str) -> dict[str, tuple[str, ...]]:
+        """Every person in a group, as :meth:`members`, each with the chain of group names that
+        makes them one (the group itself first): the reason a delegate is one."""
+        paths: dict[str, tuple[str, ...]] = {}
+        start = self.groups[group_key].name if group_key in self.groups else group_key
+        seen, pending = {group_key}, deque([(group_key, (start,))])  # breadth first: the shortest path
+        while pending:
+            current, path = pending.popleft()
+            group = self.groups.get(current)
+            for members in (group.members if group else (), self._member_of.get(current, ()),
+                            self._member_of.get(group.dn.lower(), ()) if group and group.dn else ()):
+                for member in members:
+                    if member not in self.persons and member not in self.groups:
+                        member = self.resolve(member)
+                        if member is None:
+                            continue  # counted by members()
+                    if member in self.persons:
+                        paths.setdefault(member, path)
+                    elif member in self.groups and member not in seen:
+                        seen.add(member)
+                        pending.append((member, (*path, self.groups[member].name)))
+        self.members(group_key)  # counts the members that resolve to nothing
+        return paths
+
     def people_of(self, reference: str) -> frozenset[str] | None:
         """The persons a trustee stands for: itself, or a group's transitive members."""
         key = self.resolve(reference)
@@ -284,8 +316,11 @@ class Directory:
         return frozenset((key,)) if key in self.persons else self.members(key)
 
 
-def normalize(records: Iterable, scope: Scope) -> Result:
-    """The desired accounts for these directory records."""
+def normalize(records: Iterable, scope: Scope, authorities=None) -> Result:
+    """The desired accounts for these directory records. ``authorities``: what each source
+    speaks for, by source name (its stream header's ``authority``; a function that gives them
+    once the records are read, when they come from the same reader): a field no source of an
+    account speaks for is listed in the account's ``unmanaged``, and diff leaves it alone."""
     directory = Directory(records)
     result = Result([], [], [f"{e.source}: could not read {e.object}: {e.message}" for e in directory.errors],
                     directory.sources)
@@ -302,6 +337,8 @@ def normalize(records: Iterable, scope: Scope) -> Result:
                 accounts_by_key[candidate.key] = account
     _add_delegates(directory, accounts_by_key, result)
     _settle_aliases(result)
+    result.authorities = dict(authorities() if callable(authorities) else authorities or {})
+    _mark_unmanaged(result)
     result.accounts.sort(key=lambda a: a["email"])
     result.conflicts.sort(key=lambda c: (c["email"], c["field"]))
     return result
@@ -348,7 +385,7 @@ def _person_candidate(person: Person, scope: Scope, dropped: Counter) -> Candida
         return None
     kind = "user" if mailbox in ("user", "none") else "functional"
     return Candidate(person.source, person.key, email, kind, person.name or email.partition("@")[0],
-                     person.enabled, person.addresses, person.phone, person.sso_key)
+                     person.enabled, person.addresses, person.phone, person.sso_key, person.dn)
 
 
 def _group_filters(directory: Directory, scope: Scope) -> tuple[set[str] | None, set[str]]:
@@ -464,21 +501,37 @@ def _account(cluster: list[Candidate], scope: Scope, sso_key: str | None, phone:
         "phone": phone,
         "anchors": [first.key] if single else sorted({c.key for c in cluster}),
         "sources": [first.source] if single else sorted({c.source for c in cluster}),
+        "why": {"origin": [c.origin() for c in cluster]},
     }
 
 
 def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], result: Result) -> None:
-    """Delegates from FullAccess entries: allowed minus denied, only active personal accounts."""
-    allowed: dict[str, set[str]] = defaultdict(set)  # by the mailbox account's address
+    """Delegates from FullAccess entries: allowed minus denied, only active personal accounts.
+    Each delegate's account record says how it holds Full Access (``why.delegates``)."""
+    allowed: dict[str, dict[str, str]] = defaultdict(dict)  # mailbox account's address -> delegate -> how
     denied: dict[str, set[str]] = defaultdict(set)
     by_email = {a["email"]: a for a in result.accounts}
-    cache: dict[str, tuple[frozenset[str], int]] = {}
+    cache: dict[str, tuple[dict[str, str], int]] = {}
 
-    def able(people: Iterable[str]) -> tuple[frozenset[str], int]:
-        """(addresses of the active personal accounts among these people, how many others)."""
-        accounts = {id(a): a for p in people if (a := accounts_by_key.get(p)) is not None}
-        emails = frozenset(a["email"] for a in accounts.values() if a["kind"] == "user" and a["active"])
-        return emails, len(accounts) - len(emails)
+    def able(trustee: str, name: str) -> tuple[dict[str, str], int]:
+        """(the active personal accounts this trustee stands for, each with how; how many others)."""
+        if trustee in directory.persons:
+            paths = {trustee: ()}
+        else:
+            paths = directory.member_paths(trustee)
+        grant = f"Full Access for {name}"
+        found: dict[str, str] = {}
+        others = set()
+        for person, path in paths.items():
+            account = accounts_by_key.get(person)
+            if account is None:
+                continue
+            if account["kind"] == "user" and account["active"]:
+                if account["email"] not in found:
+                    found[account["email"]] = grant + (" via " + " → ".join(path) if path else "")
+            else:
+                others.add(id(account))
+        return found, len(others)
 
     for permission in directory.permissions:
         if not any(right.lower() == "fullaccess" for right in permission.rights):
@@ -492,6 +545,7 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
         if owner is None:
             result.dropped["permission on a mailbox that is not an account"] += 1
             continue
+        result.permission_sources.setdefault(owner["email"], set()).add(permission.source)
         trustee = directory.resolve(permission.trustee)
         if trustee is None:
             name = permission.trustee.strip().lower()
@@ -499,14 +553,20 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
                            if SID_PATTERN.match(name) else "trustee not found"] += 1
             continue
         if trustee not in cache:
-            cache[trustee] = able((trustee,) if trustee in directory.persons else directory.members(trustee))
+            cache[trustee] = able(trustee, permission.trustee)
         emails, unable = cache[trustee]
-        (denied if permission.deny else allowed)[owner["email"]].update(emails)
+        if permission.deny:
+            denied[owner["email"]].update(emails)
+        else:
+            reasons = allowed[owner["email"]]
+            for email, how in emails.items():
+                reasons.setdefault(email, how)
         if unable:
             result.dropped["delegate is not an active personal account"] += unable
     for key, owner in accounts_by_key.items():
         if key in directory.groups:  # a mail-enabled group as a functional account: its members act for it
-            allowed[owner["email"]].update(able(directory.members(key))[0])
+            for email, how in able(key, owner["email"])[0].items():
+                allowed[owner["email"]].setdefault(email, how.replace("Full Access for", "member of", 1))
     unresolved = sum(len(members) for members in directory.unresolved.values())
     if unresolved:
         result.dropped["group member in no source read (not read, or outside the scope)"] += unresolved
@@ -514,8 +574,43 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
             name = directory.groups[group].name if group in directory.groups else group
             shown = ", ".join(sorted(members)[:3]) + (f" and {len(members) - 3} more" if len(members) > 3 else "")
             result.warnings.append(f"group {name}: {len(members)} members resolve to no object read: {shown}")
-    for email, delegates in allowed.items():
-        by_email[email]["delegates"] = sorted(delegates - denied.get(email, set()) - {email})
+    for email, reasons in allowed.items():
+        account = by_email[email]
+        delegates = sorted(set(reasons) - denied.get(email, set()) - {email})
+        account["delegates"] = delegates
+        if delegates:
+            account["why"]["delegates"] = {d: reasons[d] for d in delegates}
+
+
+UNMANAGED_FIELDS = ("delegates", "phone", "sso_key")
+
+
+def speaks_for(authority: dict | None, field: str, kind: str) -> bool:
+    """Whether a source with this ``authority`` speaks for ``field`` of an account of ``kind``
+    (a source that states nothing speaks for everything, as streams did before)."""
+    if authority is None:
+        return True
+    if field == "delegates":
+        return ("shared" if kind == "functional" else "user") in authority.get("full_access", ())
+    return bool(authority.get(field, True))
+
+
+def _mark_unmanaged(result: Result) -> None:
+    """Each account's fields that none of its sources speaks for: diff leaves them as Zivver
+    has them (delegates with LDAP alone, a phone number no source reads, ...)."""
+    stated = result.authorities
+    if not stated:
+        return
+    for account in result.accounts:
+        sources = [stated.get(source) for source in account["sources"]]
+        # a source whose Full Access entries name this mailbox read them, whether or not it listed it
+        readers = sources + [stated.get(s) for s in result.permission_sources.get(account["email"], ())]
+        unmanaged = [f for f in UNMANAGED_FIELDS
+                     if not any(speaks_for(a, f, account["kind"]) for a in (readers if f == "delegates" else sources))]
+        if unmanaged:
+            account["unmanaged"] = unmanaged
+            if "delegates" in unmanaged:
+                account["delegates"] = []
 
 
 def _settle_aliases(result: Result) -> None:

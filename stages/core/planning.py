@@ -48,6 +48,9 @@ class Account:
     sso_key: str | None
     anchors: tuple[str, ...]
     zivver_id: str | None
+    sources: tuple[str, ...] = ()
+    unmanaged: tuple[str, ...] = ()  # fields no source of the account speaks for: left as Zivver has them
+    why: dict | None = None  # where it comes from (normalize's why: origin, delegates)
 
     @classmethod
     def of(cls, record) -> "Account":
@@ -57,10 +60,13 @@ class Account:
         if isinstance(record, dict):
             return cls(record["kind"], record["email"], record["name"], record["active"], tuple(record["aliases"]),
                        tuple(record["delegates"]), record.get("phone"), record.get("sso_key"),
-                       tuple(record.get("anchors") or ()), record.get("zivver_id"))
+                       tuple(record.get("anchors") or ()), record.get("zivver_id"), tuple(record.get("sources") or ()),
+                       tuple(record.get("unmanaged") or ()), record.get("why"))
+        why = record.why
         return cls(record.kind, record.email, record.name, record.active, tuple(record.aliases),
                    tuple(record.delegates), record.phone, record.sso_key, tuple(record.anchors or ()),
-                   record.zivver_id)
+                   record.zivver_id, tuple(record.sources or ()), tuple(record.unmanaged or ()),
+                   None if why is None else {"origin": list(why.origin or ()), "delegates": dict(why.delegates or {})})
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,23 @@ class DiffOptions:
 
     def excludes(self, email: str) -> bool:
         return any(fnmatch.fnmatchcase(email, pattern.lower()) for pattern in self.exclude)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the desired stream says of how it was read (its header): the sources read, what each
+    speaks for (None: it states nothing, so everything), and when."""
+
+    sources: tuple[str, ...] = ()
+    authorities: dict | None = None  # by source
+    created: str | None = None
+
+    def reads(self, kind: str) -> bool:
+        """Whether a source read speaks for accounts of this kind at all (their absence means gone)."""
+        if not self.authorities or any(a is None for a in self.authorities.values()):
+            return True
+        wanted = "user" if kind == "user" else "shared"
+        return any(a.get("people", True) and wanted in a.get("mailbox_kinds", ()) for a in self.authorities.values())
 
 
 @dataclass
@@ -110,6 +133,7 @@ class Plan:
     skips: list[dict]
     safety: Safety
     links: list[dict] = field(default_factory=list)  # matched accounts the local mapping should learn
+    unmanaged: dict[str, int] = field(default_factory=dict)  # field -> accounts left as Zivver has it
 
     def summary(self) -> dict:
         ops = Counter(change["op"] for change in self.changes)
@@ -127,14 +151,14 @@ class Plan:
 
 def diff(desired: Iterable[dict | Account], current: Iterable[dict | Account], options: DiffOptions, *,
          mapping: Mapping | None = None, desired_complete: bool = True,
-         held: Iterable[str] = ()) -> Plan:
+         held: Iterable[str] = (), reading: Reading | None = None) -> Plan:
     """The plan that takes Zivver from ``current`` to ``desired``, in the order to apply it.
 
     ``held`` are addresses normalize held back because its sources disagreed: they are left
     alone. With ``desired_complete`` false nothing is suspended, emptied or deleted.
     """
     planner = _Planner([Account.of(a) for a in desired], [Account.of(a) for a in current], options,
-                       mapping or Mapping(), set(held))
+                       mapping or Mapping(), set(held), reading or Reading())
     return planner.run(desired_complete)
 
 
@@ -144,7 +168,9 @@ class PlanError(ValueError):
 
 class _Planner:
     def __init__(self, desired: list[Account], current: list[Account], options: DiffOptions, mapping: Mapping,
-                 held: set[str]):
+                 held: set[str], reading: Reading):
+        self.reading = reading
+        self.unmanaged: Counter = Counter()  # accounts by field left as Zivver has it: no source speaks for it
         self.desired = sorted(desired, key=lambda a: a.email)
         self.current = sorted(current, key=lambda a: a.email)
         self.options, self.mapping, self.held = options, mapping, held
@@ -225,14 +251,64 @@ class _Planner:
 
     def change(self, op: str, account: Account, email: str, before: dict, after: dict, anchors: list[str],
                match: str | None, sso_key: str | None, current: Account | None) -> None:
+        gone = account is current
         record = {
             "type": "change", "id": "", "op": op, "kind": account.kind, "email": email,
             "zivver_id": current.zivver_id if current else None, "anchors": anchors, "match": match,
             "before": before, "after": after, "sso_key": sso_key,
+            "sources": sorted(self._owners(current) if gone else account.sources),
+            "why": self._why(op, account, before, after, gone),
         }
         self.changes.append(record)
         if current is not None:
             self.claimant[id(record)] = current
+
+    def _owners(self, current: Account) -> set[str]:
+        entry = self.mapping.accounts.get(current.zivver_id)
+        return set(entry.sources) if entry is not None and entry.sources else set()
+
+    def _why(self, op: str, account: Account, before: dict, after: dict, gone: bool) -> dict:
+        """The reason for a change, machine-readable (``code``), and the source facts behind it."""
+        origin = list((account.why or {}).get("origin", ())) if not gone else []
+        if gone:
+            read = ", ".join(self.reading.sources) or "the desired stream"
+            facts = [f"in no source read ({read}{' on ' + self.reading.created if self.reading.created else ''})"]
+            entry = self.mapping.accounts.get(account.zivver_id)
+            facts.append(f"matched by anchor {', '.join(entry.anchors)} in the account mapping" if entry and entry.anchors
+                         else f"the Zivver account {account.email} matches no directory object")
+            code = "gone"
+        elif op.startswith("create_"):
+            code, facts = "new", [f"in {o}" for o in origin]
+        elif op == "suspend_user":
+            code, facts = "disabled", origin
+        elif op == "reactivate_user":
+            code, facts = "enabled", origin
+        elif op == "empty_functional":
+            code, facts = "no_delegates", ["nobody holds Full Access any more: " + "; ".join(origin)]
+        elif op.startswith("rename_"):
+            code, facts = "renamed", [f"primary address {before.get('email')} → {after.get('email')} in {o}"
+                                      for o in origin]
+        else:
+            code, facts = "changed", [f"in {o}" for o in origin]
+        if not gone:
+            facts += self._list_facts(account, before, after)
+        return {"code": code, "facts": facts}
+
+    @staticmethod
+    def _list_facts(account: Account, before: dict, after: dict) -> list[str]:
+        """Why each delegate or alias is added or taken away."""
+        facts = []
+        how = (account.why or {}).get("delegates") or {}
+        sources = ", ".join(account.sources) or "the directory"
+        if "delegates" in after:
+            old, new = set(before.get("delegates") or ()), set(after["delegates"])
+            facts += [f"delegate +{d}: {how.get(d, 'holds Full Access')}" for d in sorted(new - old)]
+            facts += [f"delegate -{d}: holds Full Access no more (read from {sources})" for d in sorted(old - new)]
+        if "aliases" in after:
+            old, new = set(before.get("aliases") or ()), set(after["aliases"])
+            facts += [f"alias +{a}: an SMTP address in {sources}" for a in sorted(new - old)]
+            facts += [f"alias -{a}: no longer an SMTP address in {sources}" for a in sorted(old - new)]
+        return facts
 
     def out_of_scope(self, email: str) -> str | None:
         if not self.options.claims(email):
@@ -244,12 +320,12 @@ class _Planner:
     # -- the plan ----------------------------------------------------------------------
     def run(self, desired_complete: bool) -> Plan:
         _refuse_shared_addresses(self.desired)
-        in_scope, self.unmanaged = [], []
+        in_scope, self.outside = [], []
         for d in self.desired:
             reason = self.out_of_scope(d.email)
             if reason:
                 self.skip(d, reason, None, None, "the desired account is outside the configured scope")
-                self.unmanaged.append(d)
+                self.outside.append(d)
             else:
                 in_scope.append(d)
         self.desired = in_scope
@@ -270,7 +346,7 @@ class _Planner:
         for record in self.changes:
             record["id"] = hashlib.sha256(dumps_canonical(record)).hexdigest()[:16]
         self.skips.sort(key=lambda r: (r["email"], r["reason"], r["op"] or ""))
-        return Plan(self.changes, self.skips, safety, links)
+        return Plan(self.changes, self.skips, safety, links, dict(sorted(self.unmanaged.items())))
 
     def links(self, pairs: list[tuple[Account, Account, str]]) -> list[dict]:
         """Matched accounts with nothing to change whose anchors the mapping does not know yet."""
@@ -331,7 +407,7 @@ class _Planner:
             if c.kind == "user":
                 self.current_of[c.email] = c.zivver_id or c.email
         by_email = {c.email: c for c in self.current}
-        for d in self.unmanaged:  # an account diff leaves alone may still be a delegate, as it is
+        for d in self.outside:  # an account diff leaves alone may still be a delegate, as it is
             c = by_email.get(d.email)
             if d.kind == "user" and c is not None and c.kind == "user" and c.active:
                 self.delegate_of[d.email] = c.zivver_id or c.email
@@ -406,15 +482,18 @@ class _Planner:
         if d.kind == "user":
             differ("active", c.active, d.active)
         differ("aliases", sorted(c.aliases), sorted(d.aliases))
-        granted = self.grantable(d)
-        if d.kind == "functional":  # Zivver keeps a functional account's delegates as accounts (member ids)
-            if self.who(granted) != {self.current_of.get(a, a) for a in c.delegates}:
-                before["delegates"], after["delegates"] = sorted(c.delegates), granted
-        else:  # and a personal account's as addresses
-            differ("delegates", sorted(c.delegates), granted)
-        if d.kind == "user" and d.phone is not None:  # a phone the directory lacks is not cleared
+        for name in d.unmanaged:
+            self.unmanaged[name] += 1
+        if "delegates" not in d.unmanaged:
+            granted = self.grantable(d)
+            if d.kind == "functional":  # Zivver keeps a functional account's delegates as accounts (member ids)
+                if self.who(granted) != {self.current_of.get(a, a) for a in c.delegates}:
+                    before["delegates"], after["delegates"] = sorted(c.delegates), granted
+            else:  # and a personal account's as addresses
+                differ("delegates", sorted(c.delegates), granted)
+        if d.kind == "user" and d.phone is not None and "phone" not in d.unmanaged:  # one the directory lacks stays
             differ("phone", c.phone, d.phone)
-        if self.options.update_sso_keys and d.sso_key:
+        if self.options.update_sso_keys and d.sso_key and "sso_key" not in d.unmanaged:
             mapped = self.mapping.accounts.get(c.zivver_id)
             differ("sso_key", mapped.sso_key if mapped else None, d.sso_key)
         return before, after
@@ -449,6 +528,20 @@ class _Planner:
         if id(c) in self.left_alone:
             self.skip(c, "ambiguous_match", op, c.zivver_id,
                       "may be the account of a directory object that matched several Zivver accounts")
+            return
+        entry = self.mapping.accounts.get(c.zivver_id)
+        owners = set(entry.sources) if entry is not None and entry.sources else set()
+        if owners and self.reading.sources and not owners & set(self.reading.sources):
+            self.left_alone.add(id(c))
+            self.skip(c, "source_not_read", op, c.zivver_id,
+                      f"the account mapping ties it to {', '.join(sorted(owners))}, which this run did not read: "
+                      "its absence says nothing, so it is left as it is")
+            return
+        if not self.reading.reads(kind):
+            self.left_alone.add(id(c))
+            self.skip(c, "not_spoken_for", op, c.zivver_id,
+                      f"no source read in this run reads {'user' if kind == 'user' else 'shared'} mailboxes: "
+                      "its absence says nothing, so it is left as it is")
             return
         reason = "source_conflict" if c.email in self.held else self.out_of_scope(c.email)
         if reason:

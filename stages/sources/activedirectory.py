@@ -79,6 +79,20 @@ class Scope:
     default_region: str | None = None
     source: str = "ldap"
 
+    def authority(self) -> dict:
+        """What a stream read with this scope speaks for (the header's ``authority``): people of
+        every mailbox kind and groups; no Full Access (that lives in Exchange); phone numbers
+        and SSO keys as configured; and the scope itself."""
+        scope = {"base_dn": self.base_dn}
+        for name in ("include_ous", "exclude_ous", "include_groups", "exclude_groups"):
+            if getattr(self, name):
+                scope[name] = list(getattr(self, name))
+        if self.filter:
+            scope["filter"] = self.filter
+        return {"source": self.source, "people": True, "mailbox_kinds": ["user", "shared", "room", "equipment"],
+                "groups": True, "full_access": [], "phone": bool(self.phone_attributes),
+                "sso_key": bool(self.sso_key_attribute), "scope": scope}
+
     def person_attributes(self) -> list[str]:
         return _unique([*PERSON_ATTRIBUTES, *self.phone_attributes, self.sso_key_attribute, *self.extra_attributes])
 

@@ -446,6 +446,17 @@ class Scope:
                    claimed_domains=tuple(d.lower() for d in claimed_domains), address_filters=tuple(address_filters),
                    member_of=tuple(member_of), source=source)
 
+    def authority(self) -> dict:
+        """What a stream read with this scope speaks for (the header's ``authority``): the
+        mailbox kinds it was asked for, the groups, Full Access on shared mailboxes (and on user
+        mailboxes when asked), SSO keys (the object id); no phone numbers; and the scope."""
+        scope = {key: list(getattr(self, key)) for key in ("claimed_domains", "address_filters", "member_of")
+                 if getattr(self, key)}
+        kinds = [MAILBOX_KINDS[k] for k in self.mailbox_kinds]
+        full_access = [k for k in ("shared", "user") if k in kinds and (k == "shared" or self.user_mailbox_permissions)]
+        return {"source": self.source, "people": True, "mailbox_kinds": kinds, "groups": True,
+                "full_access": full_access, "phone": False, "sso_key": True, "scope": scope}
+
     def describe(self) -> dict:
         """For the stream's header: what was read."""
         described = {"name": self.source, "mailbox_kinds": list(self.mailbox_kinds)}
