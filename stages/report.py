@@ -28,6 +28,7 @@ run folder cannot be read.
 Example:
   zivsync-report plan.jsonl
   zivsync-report runs/20261127T013304Z --html change-1234.html
+  zivsync-report runs/20261127T013304Z --why l.meijer@fabrikam.example
   zivsync-diff -i desired.jsonl --current current.jsonl | zivsync-report - --all
 """
 
@@ -38,7 +39,14 @@ Example:
               help="Also write the report as one self-contained HTML page (atomically).")
 @click.option("--all", "show_all", is_flag=True,
               help=f"List every change and skipped account, not only the first {reporting.SHOWN}.")
-def command(path: str, html_file: str | None, show_all: bool):
+@click.option("--why", "why", metavar="EMAIL",
+              help="Instead, tell the whole story of one account across the run's streams: the directory "
+                   "objects that name it, the desired account (and how it got its delegates), Zivver's account, "
+                   "the plan's change or skip with its reason, and the result.")
+def command(path: str, html_file: str | None, show_all: bool, why: str | None):
+    if why:
+        click.echo(reporting.story(path, why))
+        return ExitStatus.OK
     report = reporting.load(path)
     if html_file:
         with open_output(html_file) as (handle, _):

@@ -41,6 +41,13 @@ def describe_change(change: dict) -> str:
     return f"{change['op']:<18} {change['email']}" + (f": {detail}" if detail else "")
 
 
+def describe_why(change: dict, limit: int = 3) -> str:
+    """A change's reason in one line: its source facts, the first few."""
+    facts = (change.get("why") or {}).get("facts") or []
+    shown = "; ".join(facts[:limit])
+    return shown + (f" (and {len(facts) - limit} more)" if len(facts) > limit else "")
+
+
 def _value(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(value) + "]"
@@ -65,7 +72,10 @@ def describe_plan(header: dict, records: Iterable[dict], limit: int | None = SHO
     if changes:
         lines.append("changes:")
         shown = changes if limit is None else changes[:limit]
-        lines.extend("  " + describe_change(c) for c in shown)
+        for change in shown:
+            lines.append("  " + describe_change(change))
+            if reason := describe_why(change):
+                lines.append(f"      because: {reason}")
         if len(shown) < len(changes):
             lines.append(f"  … and {len(changes) - len(shown)} more ({more})")
     if skips:

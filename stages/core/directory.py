@@ -71,6 +71,7 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     authorities: dict[str, dict | None] = field(default_factory=dict)  # by source; None: states nothing
     permission_sources: dict[str, set[str]] = field(default_factory=dict)  # account -> sources with Full Access on it
+    group_accounts: set[str] = field(default_factory=set)  # functional accounts made of groups: members delegate
 
 
 @dataclass(slots=True)
@@ -565,6 +566,7 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
             result.dropped["delegate is not an active personal account"] += unable
     for key, owner in accounts_by_key.items():
         if key in directory.groups:  # a mail-enabled group as a functional account: its members act for it
+            result.group_accounts.add(owner["email"])
             for email, how in able(key, owner["email"])[0].items():
                 allowed[owner["email"]].setdefault(email, how.replace("Full Access for", "member of", 1))
     unresolved = sum(len(members) for members in directory.unresolved.values())
@@ -607,6 +609,8 @@ def _mark_unmanaged(result: Result) -> None:
         readers = sources + [stated.get(s) for s in result.permission_sources.get(account["email"], ())]
         unmanaged = [f for f in UNMANAGED_FIELDS
                      if not any(speaks_for(a, f, account["kind"]) for a in (readers if f == "delegates" else sources))]
+        if account["email"] in result.group_accounts and any(a is None or a.get("groups") for a in sources):
+            unmanaged = [f for f in unmanaged if f != "delegates"]  # a group's members: its source reads groups
         if unmanaged:
             account["unmanaged"] = unmanaged
             if "delegates" in unmanaged:

@@ -39,6 +39,7 @@ h1 { font-size: 1.6rem; margin: 0; }
 h2 { font-size: 1.15rem; margin: 2rem 0 .6rem; padding-bottom: .25rem; border-bottom: 1px solid var(--line); }
 h3 { font-size: 1rem; margin: 1.2rem 0 .4rem; }
 .muted, .source { color: var(--muted); }
+.why { font-size: .8rem; margin-top: .15rem; }
 code { font: 12.5px/1.4 ui-monospace, "DejaVu Sans Mono", Consolas, monospace; overflow-wrap: anywhere; }
 .banner { margin: 1rem 0; padding: .8rem 1rem; border: 1px solid; border-left-width: 8px; border-radius: 6px;
   font-size: 1.05rem; }
@@ -379,8 +380,10 @@ def _change_row(number: int, change: dict, report: Report, with_results: bool) -
         known = status if status in STATUS_ORDER else "missing"
         tip = f" title=\"{e(result['message'])}\"" if result and result.get("message") else ""
         cell = f"<td class=\"st {known}\"{tip}>{e(status)}</td>"
+    facts = (change.get("why") or {}).get("facts") or []
+    why = f"<div class=\"why muted\">{'<br>'.join(e(f) for f in facts)}</div>" if facts else ""
     return (f"<tr><td class=\"n\">{number}</td><td><span class=\"{op_class(change['op'])}\">{e(change['op'])}</span>"
-            f"</td><td>{e(change['email'])}</td><td>{fields}</td>{cell}</tr>\n")
+            f"</td><td>{e(change['email'])}</td><td>{fields}{why}</td>{cell}</tr>\n")
 
 
 def _field(change: dict, name: str, old, new) -> str:

@@ -358,3 +358,58 @@ def describe_result(result: dict) -> str:
     http = f" (HTTP {result['http_status']})" if result.get("http_status") else ""
     message = f": {result['message']}" if result.get("message") else ""
     return f"{result['op']:<18} {result['email']}{http}{message}"
+
+
+# -- one account's story across a run (zivsync report --why) ----------------------------------------
+
+
+def story(path: str | Path, email: str) -> str:
+    """Everything a run's streams say about one account, in pipeline order: the directory records
+    that name the address (or the anchor of one that does), the desired account and its conflicts,
+    Zivver's account, the plan's change or skip with its reason, and what push did."""
+    email = email.strip().lower()
+    folder = Path(path)
+    streams = (sorted(folder.glob("directory-*.jsonl")) + [folder / n for n in (
+        "desired.jsonl", "current.jsonl", "plan.jsonl", "results.jsonl")]) if folder.is_dir() else [folder]
+    lines = [f"the story of {email} in {path}:"]
+    anchors: set[str] = set()
+    for stream in streams:
+        if not stream.exists():
+            continue
+        _, records, _ = _read_stream(stream, _kind_of(stream))
+        found = [r for r in records if _names(r, email, anchors)]
+        for record in found:
+            anchors.update(a.lower() for a in (record.get("anchors") or [record.get("anchor")]) if a)
+        lines.append(f"{stream.name}: " + ("nothing about it" if not found else f"{len(found)} records"))
+        lines += [f"  {_one_line(r)}" for r in found]
+    return "\n".join(lines)
+
+
+def _kind_of(path: Path) -> str:
+    name = path.name
+    return ("directory" if name.startswith("directory") else "accounts" if name in ("desired.jsonl", "current.jsonl")
+            else "results" if name.startswith("results") else "plan")
+
+
+def _names(record: dict, email: str, anchors: set[str]) -> bool:
+    """Whether a record is about this account: by address, alias or delegate, or by an anchor seen."""
+    addresses = [record.get("email"), record.get("mail"), *(record.get("addresses") or ()),
+                 *(record.get("aliases") or ())]
+    if email in (a.lower() for a in addresses if a):
+        return True
+    ids = {str(x).lower() for x in (record.get("anchor"), record.get("id"), record.get("mailbox"),
+                                    record.get("trustee"), *(record.get("anchors") or ())) if x}
+    return bool(ids & (anchors | {email})) or email in (record.get("delegates") or ())
+
+
+def _one_line(record: dict) -> str:
+    kind = record["type"]
+    if kind == "change":
+        why = record.get("why") or {}
+        return f"{describe_change(record)} [because ({why.get('code', '?')}): {'; '.join(why.get('facts', []))}]"
+    if kind == "skip":
+        return f"left alone ({record['reason']}): {record['detail']}"
+    if kind == "result":
+        return f"result: {record['status']} {record.get('op', '')}: {record.get('message') or ''}".rstrip(": ")
+    shown = {k: v for k, v in record.items() if v not in (None, [], {}, "")}
+    return orjson.dumps(shown).decode()
