@@ -621,7 +621,8 @@ def stage_commands(work: Path) -> dict[str, tuple[list[str], list[Path]]]:
         "validate": ([*STAGE["validate"], str(directory)], [directory]),
         "normalize": ([*STAGE["normalize"], *claimed, "-i", str(directory), "-o", str(desired)], [directory]),
         "diff": ([*STAGE["diff"], *claimed, "-i", str(desired), "--current", str(current), "-o", str(plan),
-                  "--max-suspend", "100000", "--max-suspend-percent", "100"], [desired, current]),
+                  "--max-suspend", "100000", "--max-suspend-percent", "100", "--max-delegate-removals", "100000",
+                  "--max-alias-removals", "100000"], [desired, current]),
     }
 
 

@@ -53,15 +53,19 @@ Example:
 @option("--source-priority", multiple=True, metavar="SOURCE",
         help="Whose display name and phone win when sources disagree (repeatable, highest first; "
              "default: the order the sources come in).")
+@option("--expand-shared-delegates/--no-expand-shared-delegates", default=False,
+        help="A shared mailbox granted Full Access on another passes its delegates on, through any chain "
+             "(as Zivver's own sync does; default: such grants give no delegate).")
 def command(inputs, output, claimed_domains, include_ous, exclude_ous, include_groups, exclude_groups,
-            include_addresses, exclude_addresses, resource_mailboxes, groups_as_functional, source_priority):
+            include_addresses, exclude_addresses, resource_mailboxes, groups_as_functional, source_priority,
+            expand_shared_delegates):
     scope = Scope(
         claimed_domains=frozenset(d.lower().strip() for d in claimed_domains),
         include_ous=include_ous, exclude_ous=exclude_ous,
         include_groups=include_groups, exclude_groups=exclude_groups,
         include_addresses=include_addresses, exclude_addresses=exclude_addresses,
         resource_mailboxes=resource_mailboxes, groups_as_functional=groups_as_functional,
-        source_priority=source_priority,
+        source_priority=source_priority, expand_shared_delegates=expand_shared_delegates,
     )
     sources = cli.open_inputs(inputs)
     reader = StreamReader(sources, ["directory"], typed=True)
@@ -81,6 +85,7 @@ def command(inputs, output, claimed_domains, include_ous, exclude_ous, include_g
             ("exclude_addresses", exclude_addresses)) if value},
         "resource_mailboxes": resource_mailboxes,
         "groups_as_functional": groups_as_functional,
+        **({"expand_shared_delegates": True} if expand_shared_delegates else {}),
     }
     if any(result.authorities.values()):  # what each source speaks for (null: it states nothing, so everything)
         header["authorities"] = {source: result.authorities.get(source) for source in result.sources}

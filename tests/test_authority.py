@@ -184,3 +184,68 @@ def test_the_html_report_shows_the_reason_under_each_change(sample_plan, tmp_pat
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert '<div class="why muted">ldap CN=Pieter van Dijk,OU=Staff,OU=Amsterdam,DC=fabrikam,DC=example (disabled)' \
         in page
+
+
+# -- shared mailboxes granted Full Access on shared mailboxes, and DOMAIN\user in two forests --------
+
+
+def mailbox(n: int) -> dict:
+    return dict(person("exchange", f"m{n}", f"box{n}@fabrikam.example"), mailbox="shared", enabled=None)
+
+
+def grant(mailbox_anchor: str, trustee: str) -> dict:
+    return {"type": "permission", "source": "exchange", "mailbox": mailbox_anchor, "trustee": trustee,
+            "rights": ["FullAccess"], "inherited": False, "deny": False}
+
+
+def delegates_of(records: list[dict], expand: bool) -> dict[str, list[str]]:
+    scope = Scope(claimed_domains=frozenset(CLAIMED), expand_shared_delegates=expand)
+    return {a["email"]: a["delegates"] for a in normalize(records, scope).accounts if a["kind"] == "functional"}
+
+
+def test_shared_mailboxes_pass_their_delegates_on_only_when_asked_and_cycles_end():
+    people = [person("exchange", f"p{n}", f"p{n}@fabrikam.example") for n in range(3)]
+    # box0 ← box1 ← box2 ← box1 (a cycle); p0 on box0, p1 on box1, p2 on box2
+    records = [*people, mailbox(0), mailbox(1), mailbox(2), grant("m0", "p0"), grant("m1", "p1"), grant("m2", "p2"),
+               grant("m0", "m1"), grant("m1", "m2"), grant("m2", "m1")]
+    plain = delegates_of(records, expand=False)
+    assert plain == {"box0@fabrikam.example": ["p0@fabrikam.example"], "box1@fabrikam.example": ["p1@fabrikam.example"],
+                     "box2@fabrikam.example": ["p2@fabrikam.example"]}
+    expanded = delegates_of(records, expand=True)
+    every = ["p0@fabrikam.example", "p1@fabrikam.example", "p2@fabrikam.example"]
+    assert expanded == {"box0@fabrikam.example": every, "box1@fabrikam.example": every[1:],
+                        "box2@fabrikam.example": every[1:]}
+
+
+def test_ten_thousand_mailboxes_each_granting_three_others_expand_as_a_plain_search_says():
+    import random
+
+    rng = random.Random(7)
+    size = 10_000
+    people = [person("exchange", f"p{n}", f"p{n}@fabrikam.example") for n in range(size)]
+    edges = {n: rng.sample(range(size), 3) for n in range(size)}  # box n grants Full Access on 3 others
+    records = [*people, *(mailbox(n) for n in range(size)), *(grant(f"m{n}", f"p{n}") for n in range(0, size, 50)),
+               *(grant(f"m{target}", f"m{n}") for n, targets in edges.items() for target in targets)]
+    expanded = delegates_of(records, expand=True)
+    receives: dict[int, list[int]] = {n: [] for n in range(size)}  # box -> boxes that hold Full Access on it
+    for n, targets in edges.items():
+        for target in targets:
+            receives[target].append(n)
+    for box in rng.sample(range(size), 25):  # a plain search from a few boxes: who can act for them
+        seen, pending = {box}, [box]
+        while pending:
+            for other in receives[pending.pop()]:
+                if other not in seen:
+                    seen.add(other)
+                    pending.append(other)
+        want = sorted(f"p{n}@fabrikam.example" for n in seen if n % 50 == 0)
+        assert expanded[f"box{box}@fabrikam.example"] == want
+
+
+def test_domain_user_names_the_person_of_that_forest():
+    west = dict(person("west", "w1", "jdoe@fabrikam.example"), sam_account_name="jdoe")
+    east = dict(person("east", "e1", "john.doe@fabrikam.nl"), sam_account_name="jdoe")
+    records = [west, east, mailbox(1), grant("m1", "EAST\\jdoe")]
+    assert delegates_of(records, expand=False) == {"box1@fabrikam.example": ["john.doe@fabrikam.nl"]}
+    records[-1] = grant("m1", "OTHER\\jdoe")  # a domain neither forest is: the name is shared, so nobody
+    assert delegates_of(records, expand=False) == {"box1@fabrikam.example": []}

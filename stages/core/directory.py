@@ -56,6 +56,7 @@ class Scope:
     resource_mailboxes: bool = False
     groups_as_functional: bool = False
     source_priority: tuple[str, ...] = ()
+    expand_shared_delegates: bool = False  # a shared mailbox's Full Access on another passes its delegates on
 
     def claims(self, address: str) -> bool:
         return domain_of(address) in self.claimed_domains
@@ -171,7 +172,7 @@ class Candidate:
 class Directory:
     """The directory records of all inputs, indexed for resolving references."""
 
-    def __init__(self, records: Iterable):
+    def __init__(self, records: Iterable, authorities: dict[str, dict | None] | None = None):
         """``records``: directory records as the stream reader yields them typed (msgspec
         Structs), or as dicts, which are checked and converted here."""
         self.persons: dict[str, list[Person]] = {}  # by anchor; one per source that has it
@@ -179,6 +180,7 @@ class Directory:
         self.permissions: list = []  # permission records
         self.errors: list = []  # error records
         self.sources_with_groups: set[str] = set()
+        self.authorities = authorities or {}  # what each source states; consulted after the records are read
         self.unresolved: dict[str, set[str]] = defaultdict(set)  # group -> member references naming nothing
         views: dict[str, list[Group]] = defaultdict(list)  # a group by id, as each source gives it
         self.sources: list[str] = []  # in order of first appearance
@@ -235,6 +237,10 @@ class Directory:
         if "=" in ref and "," in ref and (key := self._index("dn").get(ref)):
             return key  # a DN; one with an escaped comma (CN=Smith\, John,...) is no DOMAIN\user
         if "\\" in ref:
+            # DOMAIN\user within that NetBIOS domain: two forests' jdoe each reach their own
+            qualified = self._index("qualified")
+            if ref in qualified:
+                return qualified[ref]
             return self._index("sam").get(ref.rpartition("\\")[2])
         return self._index("dn").get(ref) or self._index("upn").get(ref) or self._index("name").get(ref)
 
@@ -251,6 +257,14 @@ class Directory:
                     value = value.lower()
                     index[value] = key if index.get(value, key) == key else None
 
+            if name == "qualified":  # NETBIOS\sam: the domain from the source's authority, else the DN
+                for key, persons in self.persons.items():
+                    for person in persons:
+                        put(self._qualified(person.source, person.dn, person.sam), key)
+                for key, group in self.groups.items():
+                    put(self._qualified(group.source, group.dn, group.sam), key)
+                self._by_other[name] = index
+                return index
             for key, persons in self.persons.items():
                 for person in persons:
                     put(getattr(person, name) if name != "name" else None, key)  # display names are not unique
@@ -258,6 +272,16 @@ class Directory:
                 put(getattr(group, name, None), key)
             self._by_other[name] = index
         return self._by_other[name]
+
+    def _qualified(self, source: str, dn: str | None, sam: str | None) -> str | None:
+        """``NETBIOS\\sam`` of an object: its source's stated NetBIOS domain (authority scope
+        ``netbios``), else the first DC of its DN (CORP for DC=corp,DC=example), the usual case."""
+        if not sam:
+            return None
+        netbios = ((self.authorities.get(source) or {}).get("scope") or {}).get("netbios")
+        if not netbios and dn:
+            netbios = next((part.strip()[3:] for part in dn.split(",") if part.strip().lower().startswith("dc=")), None)
+        return f"{netbios}\\{sam}" if netbios else None
 
     def members(self, group_key: str) -> frozenset[str]:
         """Every person in a group, through nested groups, each group visited once (cycles end)."""
@@ -323,6 +347,7 @@ def normalize(records: Iterable, scope: Scope, authorities=None) -> Result:
     once the records are read, when they come from the same reader): a field no source of an
     account speaks for is listed in the account's ``unmanaged``, and diff leaves it alone."""
     directory = Directory(records)
+    directory.authorities = dict(authorities() if callable(authorities) else authorities or {})
     result = Result([], [], [f"{e.source}: could not read {e.object}: {e.message}" for e in directory.errors],
                     directory.sources)
     candidates = _candidates(directory, scope, result.dropped)
@@ -336,9 +361,9 @@ def normalize(records: Iterable, scope: Scope, authorities=None) -> Result:
             result.accounts.append(account)
             for candidate in cluster:
                 accounts_by_key[candidate.key] = account
-    _add_delegates(directory, accounts_by_key, result)
+    _add_delegates(directory, accounts_by_key, result, scope.expand_shared_delegates)
     _settle_aliases(result)
-    result.authorities = dict(authorities() if callable(authorities) else authorities or {})
+    result.authorities = directory.authorities
     _mark_unmanaged(result)
     result.accounts.sort(key=lambda a: a["email"])
     result.conflicts.sort(key=lambda c: (c["email"], c["field"]))
@@ -506,33 +531,41 @@ def _account(cluster: list[Candidate], scope: Scope, sso_key: str | None, phone:
     }
 
 
-def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], result: Result) -> None:
+def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], result: Result,
+                   expand: bool = False) -> None:
     """Delegates from FullAccess entries: allowed minus denied, only active personal accounts.
-    Each delegate's account record says how it holds Full Access (``why.delegates``)."""
+    Each delegate's account record says how it holds Full Access (``why.delegates``). With
+    ``expand``, a shared mailbox granted Full Access on another passes its delegates on."""
     allowed: dict[str, dict[str, str]] = defaultdict(dict)  # mailbox account's address -> delegate -> how
     denied: dict[str, set[str]] = defaultdict(set)
     by_email = {a["email"]: a for a in result.accounts}
     cache: dict[str, tuple[dict[str, str], int]] = {}
 
-    def able(trustee: str, name: str) -> tuple[dict[str, str], int]:
-        """(the active personal accounts this trustee stands for, each with how; how many others)."""
+    shared_grants: dict[str, dict[str, str]] = defaultdict(dict)  # mailbox -> shared mailbox granted on it -> how
+
+    def able(trustee: str, name: str) -> tuple[dict[str, str], int, dict[str, str]]:
+        """(the active personal accounts this trustee stands for, each with how; how many others;
+        the functional accounts among them, each with how)."""
         if trustee in directory.persons:
             paths = {trustee: ()}
         else:
             paths = directory.member_paths(trustee)
         grant = f"Full Access for {name}"
         found: dict[str, str] = {}
+        functional: dict[str, str] = {}
         others = set()
         for person, path in paths.items():
             account = accounts_by_key.get(person)
             if account is None:
                 continue
+            how = grant + (" via " + " → ".join(path) if path else "")
             if account["kind"] == "user" and account["active"]:
-                if account["email"] not in found:
-                    found[account["email"]] = grant + (" via " + " → ".join(path) if path else "")
+                found.setdefault(account["email"], how)
             else:
                 others.add(id(account))
-        return found, len(others)
+                if account["kind"] == "functional":
+                    functional.setdefault(account["email"], how)
+        return found, len(others), functional
 
     for permission in directory.permissions:
         if not any(right.lower() == "fullaccess" for right in permission.rights):
@@ -555,15 +588,18 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
             continue
         if trustee not in cache:
             cache[trustee] = able(trustee, permission.trustee)
-        emails, unable = cache[trustee]
+        emails, unable, functional = cache[trustee]
         if permission.deny:
             denied[owner["email"]].update(emails)
         else:
             reasons = allowed[owner["email"]]
             for email, how in emails.items():
                 reasons.setdefault(email, how)
+            if expand:
+                for email, how in functional.items():
+                    shared_grants[owner["email"]].setdefault(email, how)
         if unable:
-            result.dropped["delegate is not an active personal account"] += unable
+            result.dropped["delegate is not an active personal account"] += unable - (len(functional) if expand else 0)
     for key, owner in accounts_by_key.items():
         if key in directory.groups:  # a mail-enabled group as a functional account: its members act for it
             result.group_accounts.add(owner["email"])
@@ -576,12 +612,77 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
             name = directory.groups[group].name if group in directory.groups else group
             shown = ", ".join(sorted(members)[:3]) + (f" and {len(members) - 3} more" if len(members) > 3 else "")
             result.warnings.append(f"group {name}: {len(members)} members resolve to no object read: {shown}")
+    if shared_grants:
+        _expand_shared(allowed, denied, shared_grants)
     for email, reasons in allowed.items():
         account = by_email[email]
         delegates = sorted(set(reasons) - denied.get(email, set()) - {email})
         account["delegates"] = delegates
         if delegates:
             account["why"]["delegates"] = {d: reasons[d] for d in delegates}
+
+
+def _expand_shared(allowed: dict[str, dict[str, str]], denied: dict[str, set[str]],
+                   grants: dict[str, dict[str, str]]) -> None:
+    """--expand-shared-delegates: a shared mailbox B with Full Access on A makes B's delegates A's
+    too, through any chain (A ← B ← C …), cycles included. Linear in the grants: the mailboxes
+    are grouped into strongly connected components (Tarjan's, iteratively), and each component's
+    delegates are its own plus those of the components it reaches, computed once each, in the
+    order Tarjan's algorithm completes them (every component after those it reaches)."""
+    own = {m: frozenset(set(allowed.get(m, {})) - denied.get(m, set())) for m in set(allowed) | set(grants)}
+    nodes = sorted(set(grants) | {b for targets in grants.values() for b in targets} | set(own))
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    reached: dict[str, frozenset[str]] = {}  # mailbox -> every delegate it passes on (its component's)
+    counter = 0
+    for root in nodes:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(grants.get(root, ()))))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            for successor in successors:
+                if successor not in index:
+                    index[successor] = low[successor] = counter
+                    counter += 1
+                    stack.append(successor)
+                    on_stack.add(successor)
+                    work.append((successor, iter(sorted(grants.get(successor, ())))))
+                    break
+                if successor in on_stack:
+                    low[node] = min(low[node], index[successor])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:  # a component is complete: everything it reaches is done
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    members = set(component)
+                    delegates = set().union(*(own.get(m, frozenset()) for m in component))
+                    for member in component:
+                        for target in grants.get(member, ()):
+                            if target not in members:
+                                delegates |= reached[target]
+                    shared = frozenset(delegates)
+                    for member in component:
+                        reached[member] = shared
+    for mailbox, targets in grants.items():
+        reasons = allowed.setdefault(mailbox, {})
+        for target, how in targets.items():
+            for delegate in reached.get(target, ()):
+                reasons.setdefault(delegate, f"via the shared mailbox {target} ({how})")
 
 
 UNMANAGED_FIELDS = ("delegates", "phone", "sso_key")
