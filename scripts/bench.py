@@ -463,6 +463,8 @@ def current_accounts(desired: list[dict], rng: random.Random, done: Counter) -> 
     chosen = choose_perturbations(rng, desired)
     for i, account in enumerate(desired):
         account["zivver_id"] = zivver_id(account["email"])
+        account.pop("why", None)  # what normalize says of the directory: a snapshot of Zivver has none of it
+        account.pop("unmanaged", None)
         how = chosen.get(i)
         if how:
             done[how] += 1

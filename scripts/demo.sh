@@ -93,6 +93,16 @@ suspensions=$(grep '"type":"change"' "$out/plan-truncated.jsonl" | grep -c '"op"
 echo "diff exit code $status (3 = refused by a safety check); suspensions planned: $suspensions"
 [ "$status" -eq 3 ] && [ "$suspensions" -eq 0 ]
 
+step "4c. Active Directory alone: it speaks for people, not for Full Access, so delegates stay as Zivver has them"
+zivsync-normalize -q -i examples/directory-ldap.jsonl -o "$out/desired-ldap-only.jsonl"
+zivsync-diff -q -i "$out/desired-ldap-only.jsonl" --current "$last/current.jsonl" --state "$out/state" \
+    -o "$out/plan-ldap-only.jsonl" || true
+delegate_changes=$(grep '"type":"change"' "$out/plan-ldap-only.jsonl" | grep -v '"op":"create_' \
+    | grep -c '"delegates"' || true)
+echo "an LDAP-only plan: $(grep -c '"type":"change"' "$out/plan-ldap-only.jsonl" || true) changes, of which change delegates: $delegate_changes"
+grep -o '"unmanaged":{[^}]*}' "$out/plan-ldap-only.jsonl" | head -n 1
+[ "$delegate_changes" -eq 0 ]
+
 step "5. The report of the last run, for people: on the terminal, and as a page to attach to a change ticket"
 show zivsync report "$last" --html "$out/report.html"
 echo "the HTML report: $out/report.html"

@@ -10,7 +10,7 @@ from collections import Counter
 from . import cli
 from .cli import ExitStatus, ZivsyncError, option
 from .core import schema
-from .core.directory import Scope, ScopeError, normalize
+from .core.directory import Scope, ScopeError, normalize, rendered
 from .core.stream import StreamReader, StreamWriter, input_digests, open_output
 
 HELP = """Turn one or more directory streams into the accounts Zivver should have.
@@ -92,7 +92,7 @@ def command(inputs, output, claimed_domains, include_ous, exclude_ous, include_g
     with open_output(output) as (handle, name):
         writer = StreamWriter(handle, "accounts", "zivsync-normalize", header, name)
         for record in result.accounts:
-            writer.write(record)
+            writer.write(rendered(record))
         for record in result.conflicts:
             writer.write(record)
         writer.close(incomplete, tally=_tally(read, result))

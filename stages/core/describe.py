@@ -67,6 +67,8 @@ def describe_plan(header: dict, records: Iterable[dict], limit: int | None = SHO
         lines.append(f"  {op:<18} {count:>7}")
     for reason, count in summary.get("skips", {}).items():
         lines.append(f"  left alone: {reason} ({count})")
+    for field, count in (header.get("unmanaged") or {}).items():
+        lines.append(f"  left as Zivver has them: {field} of {count} accounts (no source read speaks for them)")
     if summary.get("links"):
         lines.append(f"  in sync, newly linked to their directory object in the account mapping: {summary['links']}")
     if changes:

@@ -527,8 +527,38 @@ def _account(cluster: list[Candidate], scope: Scope, sso_key: str | None, phone:
         "phone": phone,
         "anchors": [first.key] if single else sorted({c.key for c in cluster}),
         "sources": [first.source] if single else sorted({c.source for c in cluster}),
-        "why": {"origin": [c.origin() for c in cluster]},
+        "why": Why(cluster),
     }
+
+
+class Why:
+    """An account's ``why``, rendered only when the account is written: at 100,000 accounts the
+    lines would otherwise all sit in memory at once. Holds the candidates it comes from (which
+    normalize keeps anyway) and how each delegate holds Full Access (strings shared between
+    accounts granted by the same trustee)."""
+
+    __slots__ = ("cluster", "delegates")
+
+    def __init__(self, cluster: list[Candidate]):
+        self.cluster, self.delegates = cluster, None
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Why) and self.record() == other.record()
+
+    def __repr__(self) -> str:
+        return f"Why({self.record()!r})"
+
+    def record(self) -> dict:
+        made: dict = {"origin": [c.origin() for c in self.cluster]}
+        if self.delegates:
+            made["delegates"] = self.delegates
+        return made
+
+
+def rendered(account: dict) -> dict:
+    """An account as a record to write: its ``why`` rendered."""
+    why = account.get("why")
+    return {**account, "why": why.record()} if isinstance(why, Why) else account
 
 
 def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], result: Result,
@@ -593,8 +623,8 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
             denied[owner["email"]].update(emails)
         else:
             reasons = allowed[owner["email"]]
-            for email, how in emails.items():
-                reasons.setdefault(email, how)
+            for email, how in emails.items():  # several grants give it: the first by name, whatever the order
+                reasons[email] = min(reasons.get(email, how), how)
             if expand:
                 for email, how in functional.items():
                     shared_grants[owner["email"]].setdefault(email, how)
@@ -619,7 +649,7 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
         delegates = sorted(set(reasons) - denied.get(email, set()) - {email})
         account["delegates"] = delegates
         if delegates:
-            account["why"]["delegates"] = {d: reasons[d] for d in delegates}
+            account["why"].delegates = {d: reasons[d] for d in delegates}
 
 
 def _expand_shared(allowed: dict[str, dict[str, str]], denied: dict[str, set[str]],

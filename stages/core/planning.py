@@ -50,7 +50,7 @@ class Account:
     zivver_id: str | None
     sources: tuple[str, ...] = ()
     unmanaged: tuple[str, ...] = ()  # fields no source of the account speaks for: left as Zivver has them
-    why: dict | None = None  # where it comes from (normalize's why: origin, delegates)
+    why: object = None  # where it comes from (normalize's why: origin, delegates), as read
 
     @classmethod
     def of(cls, record) -> "Account":
@@ -62,11 +62,21 @@ class Account:
                        tuple(record["delegates"]), record.get("phone"), record.get("sso_key"),
                        tuple(record.get("anchors") or ()), record.get("zivver_id"), tuple(record.get("sources") or ()),
                        tuple(record.get("unmanaged") or ()), record.get("why"))
-        why = record.why
         return cls(record.kind, record.email, record.name, record.active, tuple(record.aliases),
                    tuple(record.delegates), record.phone, record.sso_key, tuple(record.anchors or ()),
                    record.zivver_id, tuple(record.sources or ()), tuple(record.unmanaged or ()),
-                   None if why is None else {"origin": list(why.origin or ()), "delegates": dict(why.delegates or {})})
+                   record.why)  # kept as read (a Struct): only the accounts that change need it
+
+    def reasons(self) -> tuple[list[str], dict[str, str]]:
+        """(where the account comes from, how each delegate holds Full Access), from its why."""
+        why = self.why
+        if why is None:
+            return [], {}
+        if hasattr(why, "record"):  # normalize's own, not yet rendered
+            why = why.record()
+        if isinstance(why, dict):
+            return list(why.get("origin") or ()), dict(why.get("delegates") or {})
+        return list(why.origin or ()), dict(why.delegates or {})
 
 
 @dataclass(frozen=True)
@@ -269,7 +279,7 @@ class _Planner:
 
     def _why(self, op: str, account: Account, before: dict, after: dict, gone: bool) -> dict:
         """The reason for a change, machine-readable (``code``), and the source facts behind it."""
-        origin = list((account.why or {}).get("origin", ())) if not gone else []
+        origin = account.reasons()[0] if not gone else []
         if gone:
             read = ", ".join(self.reading.sources) or "the desired stream"
             facts = [f"in no source read ({read}{' on ' + self.reading.created if self.reading.created else ''})"]
@@ -298,7 +308,7 @@ class _Planner:
     def _list_facts(account: Account, before: dict, after: dict) -> list[str]:
         """Why each delegate or alias is added or taken away."""
         facts = []
-        how = (account.why or {}).get("delegates") or {}
+        how = account.reasons()[1]
         sources = ", ".join(account.sources) or "the directory"
         if "delegates" in after:
             old, new = set(before.get("delegates") or ()), set(after["delegates"])
