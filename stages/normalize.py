@@ -88,7 +88,9 @@ def command(inputs, output, claimed_domains, include_ous, exclude_ous, include_g
         **({"expand_shared_delegates": True} if expand_shared_delegates else {}),
     }
     if any(result.authorities.values()):  # what each source speaks for (null: it states nothing, so everything)
-        header["authorities"] = {source: result.authorities.get(source) for source in result.sources}
+        # every source read, also one whose stream held no record tonight (its scope read nothing)
+        sources_read = result.sources + [source for source in result.authorities if source not in result.sources]
+        header["authorities"] = {source: result.authorities.get(source) for source in sources_read}
     with open_output(output) as (handle, name):
         writer = StreamWriter(handle, "accounts", "zivsync-normalize", header, name)
         for record in result.accounts:

@@ -75,7 +75,9 @@ def command(inputs, output, apply_, resume, state_dir, **connection):
     for link in links:  # accounts in sync: only the local mapping learns something
         known = mapping.accounts.get(link["zivver_id"])
         mapping.record(state.MappedAccount(link["zivver_id"], link["email"], link["kind"], link["anchors"],
-                                           known.sso_key if known else None))
+                                           known.sso_key if known else None,
+                                           link.get("sources") or (known.sources if known else []),
+                                           link.get("dn") or (known.dn if known else None)))
     client = zivver.connect(connection)
     try:
         return _push(client, changes, done, mapping, state_dir, output, sources, resume)

@@ -70,8 +70,8 @@ def person(source: str, anchor: str, mail: str) -> dict:
             "phone": None, "groups": [], "sso_key": anchor}
 
 
-def forest(tmp_path, name: str, people: list[str]):
-    authority = LdapScope(base_dn=f"DC={name},DC=example", source=name).authority()
+def forest(tmp_path, name: str, people: list[str], include_ous: tuple[str, ...] = ()):
+    authority = LdapScope(base_dn=f"DC={name},DC=example", source=name, include_ous=include_ous).authority()
     return write_stream(tmp_path / f"{name}.jsonl", "directory",
                         [person(name, f"{name}-{p}", f"{p}@fabrikam.example") for p in people], authority=authority)
 
@@ -100,8 +100,15 @@ def test_a_source_left_out_for_a_night_suspends_nobody_of_it(tmp_path):
         night(tmp_path / "1", west, east)
         mapping = orjson.loads((tmp_path / "state" / "mapping.json").read_bytes())
         assert {tuple(e["sources"]) for e in mapping["accounts"]} == {("west",), ("east",)}
+        assert {e["dn"] for e in mapping["accounts"]} >= {"CN=west-ann,OU=Staff,DC=west,DC=example"}
         west_without_cem = forest(tmp_path, "west", ["ann", "bob"])
         plan = night(tmp_path / "2", west_without_cem)
+        # the east forest's extractor is narrowed to an OU its people are not in: not read, not gone
+        east_narrowed = forest(tmp_path, "east", [], include_ous=("OU=Sales,DC=east,DC=example",))
+        narrowed = night(tmp_path / "3", west_without_cem, east_narrowed)
+    assert not [r for r in narrowed if r["type"] == "change"]
+    assert {r["email"]: r["reason"] for r in narrowed if r["type"] == "skip"} == {
+        "dee@fabrikam.example": "outside_source_scope", "eve@fabrikam.example": "outside_source_scope"}
     changes = {(r["op"], r["email"]) for r in plan if r["type"] == "change"}
     assert changes == {("suspend_user", "cem@fabrikam.example")}
     skips = {r["email"]: r for r in plan if r["type"] == "skip"}

@@ -33,6 +33,7 @@ class MappedAccount:
     anchors: list[str] = field(default_factory=list)
     sso_key: str | None = None  # what push last sent: Zivver never returns it
     sources: list[str] = field(default_factory=list)  # the sources its directory object came from
+    dn: str | None = None  # where its directory object was, last seen
 
 
 @dataclass
@@ -71,7 +72,7 @@ def load(state_dir: str | Path | None) -> Mapping:
             entry = MappedAccount(
                 zivver_id=item["zivver_id"], email=item["email"], kind=item["kind"],
                 anchors=list(item.get("anchors", [])), sso_key=item.get("sso_key"),
-                sources=list(item.get("sources", [])))
+                sources=list(item.get("sources", [])), dn=item.get("dn"))
             accounts[entry.zivver_id] = entry
     except StateError:
         raise
@@ -86,7 +87,7 @@ def save(mapping: Mapping, state_dir: str | Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     entries = [
         {"zivver_id": e.zivver_id, "email": e.email, "kind": e.kind, "anchors": sorted(e.anchors), "sso_key": e.sso_key,
-         **({"sources": sorted(e.sources)} if e.sources else {})}
+         **({"sources": sorted(e.sources)} if e.sources else {}), **({"dn": e.dn} if e.dn else {})}
         for e in sorted(mapping.accounts.values(), key=lambda e: e.zivver_id)
     ]
     data = orjson.dumps({"version": MAPPING_VERSION, "accounts": entries}, option=orjson.OPT_INDENT_2) + b"\n"

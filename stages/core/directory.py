@@ -527,6 +527,7 @@ def _account(cluster: list[Candidate], scope: Scope, sso_key: str | None, phone:
         "phone": phone,
         "anchors": [first.key] if single else sorted({c.key for c in cluster}),
         "sources": [first.source] if single else sorted({c.source for c in cluster}),
+        "dn": next((c.dn for c in cluster if c.dn), None),
         "why": Why(cluster),
     }
 

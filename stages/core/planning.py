@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .account_mapping import Mapping
+from .dn import under
 from .stream import dumps_canonical
 
 # The order push applies them in (DESIGN.md §5): members of functional accounts are user
@@ -51,6 +52,7 @@ class Account:
     sources: tuple[str, ...] = ()
     unmanaged: tuple[str, ...] = ()  # fields no source of the account speaks for: left as Zivver has them
     why: object = None  # where it comes from (normalize's why: origin, delegates), as read
+    dn: str | None = None
 
     @classmethod
     def of(cls, record) -> "Account":
@@ -61,11 +63,11 @@ class Account:
             return cls(record["kind"], record["email"], record["name"], record["active"], tuple(record["aliases"]),
                        tuple(record["delegates"]), record.get("phone"), record.get("sso_key"),
                        tuple(record.get("anchors") or ()), record.get("zivver_id"), tuple(record.get("sources") or ()),
-                       tuple(record.get("unmanaged") or ()), record.get("why"))
+                       tuple(record.get("unmanaged") or ()), record.get("why"), record.get("dn"))
         return cls(record.kind, record.email, record.name, record.active, tuple(record.aliases),
                    tuple(record.delegates), record.phone, record.sso_key, tuple(record.anchors or ()),
                    record.zivver_id, tuple(record.sources or ()), tuple(record.unmanaged or ()),
-                   record.why)  # kept as read (a Struct): only the accounts that change need it
+                   record.why, record.dn)  # why kept as read (a Struct): only the accounts that change need it
 
     def reasons(self) -> tuple[list[str], dict[str, str]]:
         """(where the account comes from, how each delegate holds Full Access), from its why."""
@@ -269,9 +271,26 @@ class _Planner:
             "sources": sorted(self._owners(current) if gone else account.sources),
             "why": self._why(op, account, before, after, gone),
         }
+        if not gone and account.dn:
+            record["dn"] = account.dn
         self.changes.append(record)
         if current is not None:
             self.claimant[id(record)] = current
+
+    def _outside_source_scope(self, entry) -> str | None:
+        """The source that would have read this account but whose scope (base DN, included and
+        excluded OUs, as its authority states tonight) no longer covers where it was last seen."""
+        if entry is None or not entry.dn or not entry.sources or not self.reading.authorities:
+            return None
+        for source in entry.sources:
+            scope = ((self.reading.authorities.get(source) or {}).get("scope")) or {}
+            if not scope:
+                continue
+            if (scope.get("base_dn") and not under(entry.dn, scope["base_dn"])) \
+                    or (scope.get("include_ous") and not any(under(entry.dn, ou) for ou in scope["include_ous"])) \
+                    or any(under(entry.dn, ou) for ou in scope.get("exclude_ous") or ()):
+                return source
+        return None
 
     def _owners(self, current: Account) -> set[str]:
         entry = self.mapping.accounts.get(current.zivver_id)
@@ -366,9 +385,14 @@ class _Planner:
             if id(c) in changed or id(c) in self.left_alone or not c.zivver_id or not d.anchors:
                 continue
             known = self.mapping.accounts.get(c.zivver_id)
-            if known is None or not set(d.anchors) <= set(known.anchors):
-                links.append({"type": "link", "zivver_id": c.zivver_id, "email": c.email, "kind": c.kind,
-                              "anchors": sorted(set(d.anchors) | set(known.anchors if known else ()))})
+            if known is None or not set(d.anchors) <= set(known.anchors) or \
+                    (d.sources and set(d.sources) != set(known.sources)) or (d.dn and d.dn != known.dn):
+                link = {"type": "link", "zivver_id": c.zivver_id, "email": c.email, "kind": c.kind,
+                        "anchors": sorted(set(d.anchors) | set(known.anchors if known else ())),
+                        "sources": sorted(d.sources)}
+                if d.dn:
+                    link["dn"] = d.dn
+                links.append(link)
         return sorted(links, key=lambda link: link["email"])
 
     def update(self, d: Account, c: Account, how: str) -> None:
@@ -546,6 +570,13 @@ class _Planner:
             self.skip(c, "source_not_read", op, c.zivver_id,
                       f"the account mapping ties it to {', '.join(sorted(owners))}, which this run did not read: "
                       "its absence says nothing, so it is left as it is")
+            return
+        narrowed = self._outside_source_scope(entry)
+        if narrowed:
+            self.left_alone.add(id(c))
+            self.skip(c, "outside_source_scope", op, c.zivver_id,
+                      f"last seen at {entry.dn}, which {narrowed} no longer reads (its scope changed): its absence "
+                      "says nothing, so it is left as it is")
             return
         if not self.reading.reads(kind):
             self.left_alone.add(id(c))

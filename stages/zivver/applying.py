@@ -245,8 +245,9 @@ class Pusher:
             known = self.mapping.accounts.get(zivver_id)
             account = self.zivver.accounts.get(zivver_id, {})
             anchors = sorted(set(change.get("anchors") or []) | set(known.anchors if known else []))
-            sources = sorted(set(change.get("sources") or []) | set(known.sources if known else []))
+            sources = sorted(change.get("sources") or (known.sources if known else []))
             self.mapping.record(MappedAccount(
                 zivver_id, account.get("email", change["email"]), change["kind"], anchors,
-                self._sso_key(change, zivver_id) if change["kind"] == "user" else None, sources))
+                self._sso_key(change, zivver_id) if change["kind"] == "user" else None, sources,
+                change.get("dn") or (known.dn if known else None)))
         self.on_mapping_change()
