@@ -17,6 +17,7 @@ import functools
 import gc
 import logging
 import os
+import signal
 import sys
 import time
 import tomllib
@@ -29,7 +30,7 @@ import orjson
 from . import __version__
 from .core import console
 from .core.console import log, progress  # noqa: F401 (the stages use cli.log, cli.progress)
-from .core.errors import ExitStatus, ServerUnreachable, ZivsyncError  # noqa: F401 (re-exported for the stages)
+from .core.errors import ExitStatus, Interrupted, ServerUnreachable, ZivsyncError  # noqa: F401 (re-exported)
 from .core.secrets import read_secret  # noqa: F401 (re-exported for the stages)
 from .core.stream import Input, StreamError
 from .operator import mail
@@ -322,6 +323,7 @@ def run(command: click.Command, args: list[str] | None = None, prog: str | None 
     """Run a command the way every executable does, turning errors into exit codes. ``family``:
     every command whose table a config file may hold (to tell a typo from another stage's table)."""
     prog = prog or command.name
+    _stop_on_sigterm()
     try:
         result = command.main(args=args, prog_name=prog, standalone_mode=False,
                               obj=family if callable(family) else tuple(family))
@@ -330,7 +332,10 @@ def run(command: click.Command, args: list[str] | None = None, prog: str | None 
     except click.ClickException as error:
         error.show()
         return ExitStatus.ERROR
-    except click.Abort:
+    except click.Abort as abort:  # click turns Ctrl-C (and our SIGTERM) into Abort
+        cause = abort.__cause__ or abort.__context__
+        if isinstance(cause, KeyboardInterrupt):
+            return _interrupted(prog, cause)
         _error(prog, "aborted")
         return ExitStatus.ERROR
     except StreamError as error:
@@ -340,10 +345,32 @@ def run(command: click.Command, args: list[str] | None = None, prog: str | None 
     except ZivsyncError as error:
         _error(prog, str(error))
         return error.status
-    except KeyboardInterrupt:
-        _error(prog, "interrupted")
-        return 130
+    except KeyboardInterrupt as stop:
+        return _interrupted(prog, stop)
     return ExitStatus.OK if result is None else int(result)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (systemd stopping the job, kill) ends a command as Ctrl-C does, so that it can say
+    what it had done, and exits 143 (128 + 15); Ctrl-C exits 130."""
+    if not hasattr(signal, "SIGTERM"):
+        return
+
+    def terminate(signum, frame) -> None:
+        raise Interrupted(signum)
+
+    try:
+        signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (a command run from a test's thread): leave it
+        pass
+
+
+def _interrupted(prog: str, stop: KeyboardInterrupt) -> int:
+    """The last line of an interrupted command: what stopped it and what it had done."""
+    if not isinstance(stop, Interrupted):
+        stop = Interrupted(signal.SIGINT, str(stop) if str(stop) else "")
+    _error(prog, stop.what + (f": {stop.done}" if stop.done else ""))
+    return stop.exit_code
 
 
 def _error(prog: str, message: str) -> None:

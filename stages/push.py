@@ -6,6 +6,7 @@ The logic: ``stages/zivver/applying.py`` over the SCIM client ``stages/zivver/cl
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import time
 from pathlib import Path
@@ -132,26 +133,20 @@ def _push(client, changes, done, mapping, state_dir, output, sources, resume) ->
     header = {"plan": input_digests(sources), "zivver": {"url": client.base}, "resumed_from": resume}
     statuses: dict[str, int] = {}
     abort: Abort | None = None
-    with _results_output(output) as (handle, name), \
-            cli.progress("changes pushed", total=len(changes), unit=" changes") as bar:
-        writer = StreamWriter(handle, "results", "zivsync-push", header, name, flush_each=True)
-        for change in changes:
-            bar.update()
-            if change["id"] in done:
-                result = _result(change, "skipped", RESUMED)
-            elif abort is not None:
-                result = _result(change, "skipped", f"not attempted: {abort.error}")
-            else:
-                try:
-                    result = pusher.apply(change)
-                except Abort as stop:
-                    abort = stop
-                    result = _result(change, "failed", str(stop.error), stop.error.status)
-            writer.write(result)
-            statuses[result["status"]] = statuses.get(result["status"], 0) + 1
-            level = 20 if result["status"] in ("applied", "skipped") else 30
-            cli.log.log(level, "%s %s %s: %s", result["status"], change["op"], change["email"], result["message"])
-        writer.close()
+    try:
+        with _results_output(output) as (handle, name), \
+                cli.progress("changes pushed", total=len(changes), unit=" changes") as bar:
+            writer = StreamWriter(handle, "results", "zivsync-push", header, name, flush_each=True)
+            abort = _apply_all(changes, done, pusher, writer, statuses, bar)
+            writer.close()
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: what was applied is recorded; say so, then stop
+        saver.save()
+        signum = getattr(stop, "signum", signal.SIGINT)
+        finished = sum(statuses.values())
+        resume = f"zivsync-push --resume {output}" if output and output != "-" else \
+            "zivsync-push --resume with the results written so far"
+        raise cli.Interrupted(signum, f"after {finished} of {len(changes)} changes; {statuses.get('applied', 0)} "
+                                      f"applied — {resume} finishes the plan") from None
     saver.save()
     stats = client.stats
     cli.log.info("%s; %d requests (%d writes), %d throttled, %d retried",
@@ -160,6 +155,29 @@ def _push(client, changes, done, mapping, state_dir, output, sources, resume) ->
     if abort is not None:
         raise ZivsyncError(str(abort.error), zivver.exit_status_for(abort.error))
     return ExitStatus.PARTIAL if statuses.get("failed") or statuses.get("conflict") else ExitStatus.OK
+
+
+def _apply_all(changes, done, pusher, writer, statuses: dict[str, int], bar) -> "Abort | None":
+    """Apply the changes in order, writing each result as it completes; after an Abort (Zivver
+    unreachable, the key refused) the rest are recorded as not attempted."""
+    abort: Abort | None = None
+    for change in changes:
+        bar.update()
+        if change["id"] in done:
+            result = _result(change, "skipped", RESUMED)
+        elif abort is not None:
+            result = _result(change, "skipped", f"not attempted: {abort.error}")
+        else:
+            try:
+                result = pusher.apply(change)
+            except Abort as stop:
+                abort = stop
+                result = _result(change, "failed", str(stop.error), stop.error.status)
+        writer.write(result)
+        statuses[result["status"]] = statuses.get(result["status"], 0) + 1
+        level = 20 if result["status"] in ("applied", "skipped") else 30
+        cli.log.log(level, "%s %s %s: %s", result["status"], change["op"], change["email"], result["message"])
+    return abort
 
 
 def _result(change: dict, status: str, message: str, http: int | None = None) -> dict:

@@ -111,7 +111,9 @@ def _execute(run: Run, settings: Settings, folder: Path) -> tuple[int, str]:
         with terminate_as_interrupt():
             stage_directories(settings, folder)
             return run.execute(plan_steps(settings, folder))
-    except (Interrupted, KeyboardInterrupt):
+    except Interrupted as stop:  # SIGTERM: 143
+        return 128 + stop.signum, ""
+    except KeyboardInterrupt:  # Ctrl-C: 130
         return INTERRUPTED, ""
     except ZivsyncError as error:  # a --directory stream that could not be copied
         cli.log.error("%s", error)

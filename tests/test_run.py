@@ -239,12 +239,13 @@ def test_a_terminated_run_says_so(tmp_path):
         process, folder = run_waiting_in_snapshot(config, slow)
         try:
             process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == running.INTERRUPTED
+            assert process.wait(timeout=30) == running.TERMINATED  # 128 + SIGTERM (issue 14)
         finally:
             if process.poll() is None:
                 process.kill()
     summary = summary_of(folder)
-    assert summary["outcome"] == "interrupted" and summary["exit_code"] == running.INTERRUPTED
+    assert summary["outcome"] == "interrupted" and summary["exit_code"] == running.TERMINATED
+    assert summary["message"].startswith("stopped by SIGTERM")
     assert summary["stages"][-1]["name"] == "snapshot" and summary["stages"][-1]["exit_code"] != 0
     assert not stage_processes(folder)  # the stage is gone too, not left running
 

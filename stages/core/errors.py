@@ -6,6 +6,7 @@ the exit code. The README documents the table.
 
 from __future__ import annotations
 
+import signal
 from enum import IntEnum
 
 
@@ -33,3 +34,20 @@ class ServerUnreachable(ZivsyncError):
 
     def __init__(self, message: str):
         super().__init__(message, ExitStatus.UNREACHABLE)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the command: it exits 128 + the signal's number (130,
+    143), and ``done`` says what it had done by then (a push: how many changes were applied)."""
+
+    def __init__(self, signum: int = signal.SIGINT, done: str = ""):
+        super().__init__(done)
+        self.signum, self.done = signum, done
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def what(self) -> str:
+        return "interrupted (Ctrl-C)" if self.signum == signal.SIGINT else f"stopped by signal {self.signum}"

@@ -39,7 +39,8 @@ RUN_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 LOCK_NAME = "zivsync-run.lock"
 OUTCOMES = {ExitStatus.OK: "ok", ExitStatus.ERROR: "error", ExitStatus.PARTIAL: "partial",
             ExitStatus.REFUSED: "refused", ExitStatus.UNREACHABLE: "unreachable", ExitStatus.PENDING: "pending"}
-INTERRUPTED = 130
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+TERMINATED = 143  # SIGTERM (128 + 15): systemd stopping the job, kill
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,10 @@ def _echo(line: bytes) -> bool:
 class Interrupted(Exception):
     """SIGTERM (systemd stopping the job, Task Scheduler ending it) or Ctrl-C."""
 
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
+
 
 @dataclass
 class Run:
@@ -461,8 +466,13 @@ def _first_line(path: Path) -> dict | None:
 
 def outcome_message(code: int, stopped: str, plan: dict | None, results: dict | None, apply: bool) -> str:
     """One line saying what the run did, for the summary, the log's last line and the mail."""
-    if code == INTERRUPTED:
-        return "interrupted: the run stopped before it ended"
+    if code in (INTERRUPTED, TERMINATED):
+        how = "interrupted (Ctrl-C)" if code == INTERRUPTED else "stopped by SIGTERM"
+        pushed = ""
+        if results:
+            counts = ", ".join(f"{n} {status}" for status, n in sorted(results.items()))
+            pushed = f"; push had done {sum(results.values())} changes ({counts}): run.log has its last line"
+        return f"{how}: the run stopped before it ended{pushed}"
     if stopped:
         return stopped
     changes = sum((plan or {}).get("changes", {}).values())
@@ -477,7 +487,7 @@ def outcome_message(code: int, stopped: str, plan: dict | None, results: dict | 
 
 
 def outcome_of(code: int) -> str:
-    return "interrupted" if code == INTERRUPTED else OUTCOMES.get(code, "error")
+    return "interrupted" if code in (INTERRUPTED, TERMINATED) else OUTCOMES.get(code, "error")
 
 
 @contextlib.contextmanager
@@ -485,7 +495,7 @@ def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM ends the run like Ctrl-C: the current stage is stopped and the summary says so."""
 
     def raise_interrupted(signum, frame):
-        raise Interrupted()
+        raise Interrupted(signum)
 
     previous = signal.signal(signal.SIGTERM, raise_interrupted)
     try:
