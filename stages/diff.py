@@ -141,8 +141,8 @@ def _reading(reader: StreamReader) -> Reading:
     sources, authorities, created = [], {}, None
     for header in reader.headers:
         sources += [s for s in header.get("sources") or () if s not in sources]
+        # a source whose stream held no record is not counted as read: its accounts are left alone
         stated = header.get("authorities") if isinstance(header.get("authorities"), dict) else {}
-        sources += [s for s in stated if s not in sources]  # a source read whose stream held nothing
         for source in [*(header.get("sources") or ()), *stated]:
             authorities[source] = stated.get(source)
         created = created or header.get("created")

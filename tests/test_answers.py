@@ -238,3 +238,16 @@ def test_scim_resources_with_odd_values_are_named():
             scim.user_account({**user(7), **odd})
     accounts, _, problems = scim.snapshot_accounts([user(1), {**user(2), "active": None}], [])
     assert [a["email"] for a in accounts] == ["user1@example.com"] and "u0002" in problems[0]
+
+
+def test_odd_group_aliases_and_members_are_left_out_not_a_traceback():
+    group = {"id": "g1", "externalId": "team@x.example", "displayName": "Team", "members": [
+        {"value": {"odd": 1}}, {"value": "u1"}, "u2"], "urn:ietf:params:scim:schemas:zivver:0.1:Group": {
+        "aliases": [None, "Desk@x.example", 7]}}
+    account, unknown = scim.group_account(group, {"u1": "ann@x.example"})
+    assert account["aliases"] == ["desk@x.example"] and account["delegates"] == ["ann@x.example"]
+
+
+def test_a_number_in_another_script_is_no_mailbox_right():
+    with pytest.raises(NotUnderstood):
+        rights_of(["²"])

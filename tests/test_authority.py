@@ -104,9 +104,17 @@ def test_a_source_left_out_for_a_night_suspends_nobody_of_it(tmp_path):
         west_without_cem = forest(tmp_path, "west", ["ann", "bob"])
         plan = night(tmp_path / "2", west_without_cem)
         # the east forest's extractor is narrowed to an OU its people are not in: not read, not gone
-        east_narrowed = forest(tmp_path, "east", [], include_ous=("OU=Sales,DC=east,DC=example",))
+        sales = dict(person("east", "east-fay", "fay@fabrikam.example"), dn="CN=fay,OU=Sales,DC=east,DC=example")
+        east_narrowed = write_stream(tmp_path / "east.jsonl", "directory", [sales], authority=LdapScope(
+            base_dn="DC=east,DC=example", source="east", include_ous=("OU=Sales,DC=east,DC=example",)).authority())
         narrowed = night(tmp_path / "3", west_without_cem, east_narrowed)
-    assert not [r for r in narrowed if r["type"] == "change"]
+        # and a source whose stream holds nothing tonight counts as not read: its people stay too
+        empty_east = forest(tmp_path, "east", [])
+        emptied = night(tmp_path / "4", west_without_cem, empty_east)
+    assert {(r["email"], r["reason"]) for r in emptied if r["type"] == "skip"} >= {
+        ("dee@fabrikam.example", "source_not_read"), ("eve@fabrikam.example", "source_not_read")}
+    assert not [r for r in emptied if r["type"] == "change" and r["op"] == "suspend_user"]
+    assert [(r["op"], r["email"]) for r in narrowed if r["type"] == "change"] == [("create_user", "fay@fabrikam.example")]
     assert {r["email"]: r["reason"] for r in narrowed if r["type"] == "skip"} == {
         "dee@fabrikam.example": "outside_source_scope", "eve@fabrikam.example": "outside_source_scope"}
     changes = {(r["op"], r["email"]) for r in plan if r["type"] == "change"}
@@ -256,3 +264,11 @@ def test_domain_user_names_the_person_of_that_forest():
     assert delegates_of(records, expand=False) == {"box1@fabrikam.example": ["john.doe@fabrikam.nl"]}
     records[-1] = grant("m1", "OTHER\\jdoe")  # a domain neither forest is: the name is shared, so nobody
     assert delegates_of(records, expand=False) == {"box1@fabrikam.example": []}
+
+
+def test_a_domain_not_read_names_nobody_not_the_local_namesake():
+    local = dict(person("west", "w1", "jdoe@fabrikam.example"), sam_account_name="jdoe")
+    assert delegates_of([local, mailbox(1), grant("m1", "OTHER\\jdoe")], expand=False) == {
+        "box1@fabrikam.example": []}
+    assert delegates_of([local, mailbox(1), grant("m1", "WEST\\jdoe")], expand=False) == {
+        "box1@fabrikam.example": ["jdoe@fabrikam.example"]}

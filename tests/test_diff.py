@@ -417,3 +417,34 @@ def test_a_delegate_is_renamed_created_or_reactivated_before_it_is_granted():
     for before in (("rename_user", "new@example.com"), ("reactivate_user", "back@example.com"),
                    ("create_user", "hire@example.com")):
         assert order.index(before) < functional
+
+
+def test_a_cloud_dn_never_keeps_a_leaver_of_an_ad_source_from_suspension():
+    """The account mapping may hold an Exchange Online DN; an AD source's scope does not judge it."""
+    from stages.core.planning import Reading
+
+    known = Mapping()
+    known.record(MappedAccount("z1", "jdoe@example.com", "user", ["ldap:j"], sources=["exo", "ldap"],
+                               dn="CN=jdoe,OU=contoso.onmicrosoft.com,DC=EURPR05A001,DC=prod,DC=outlook,DC=com"))
+    reading = Reading(("exo", "ldap"), {"ldap": {"source": "ldap", "people": True, "mailbox_kinds": ["user"],
+                                                 "full_access": [], "scope": {"base_dn": "DC=corp,DC=example"}},
+                                        "exo": None})
+    result = diff([account("ann@example.com")], [account("jdoe@example.com", zivver_id="z1")], options(),
+                  mapping=known, reading=reading)
+    assert ops(result) == [("create_user", "ann@example.com"), ("suspend_user", "jdoe@example.com")]
+
+
+def test_a_delegate_whose_rename_is_withheld_keeps_its_access_at_its_old_address():
+    known = mapping(("z1", "xold@example.com", ["ldap:x"]))
+    current = [account("xold@example.com", zivver_id="z1"), account("z@example.com", zivver_id="z2"),
+               account("w@example.com", zivver_id="z3"),
+               account("holder@example.com", aliases=["xnew@example.com"], zivver_id="z4"),
+               account("f@example.com", kind="functional", delegates=["xold@example.com", "z@example.com"],
+                       zivver_id="z5")]
+    desired = [account("xnew@example.com", anchors=["ldap:x"]), account("z@example.com"), account("w@example.com"),
+               account("f@example.com", kind="functional",
+                       delegates=["w@example.com", "xnew@example.com", "z@example.com"])]
+    result = plan(desired, current, mapping=known, exclude=("holder@*",))
+    update = next(c for c in result.changes if c["email"] == "f@example.com")
+    assert update["after"]["delegates"] == ["w@example.com", "xold@example.com", "z@example.com"]
+    assert not any(f.startswith("delegate -") for f in update["why"]["facts"])

@@ -241,7 +241,9 @@ class Directory:
             qualified = self._index("qualified")
             if ref in qualified:
                 return qualified[ref]
-            return self._index("sam").get(ref.rpartition("\\")[2])
+            if qualified:  # objects name their domains: one not read (or no such user in it) is nobody
+                return None
+            return self._index("sam").get(ref.rpartition("\\")[2])  # no DN anywhere: the name alone
         return self._index("dn").get(ref) or self._index("upn").get(ref) or self._index("name").get(ref)
 
     def _index(self, name: str) -> dict[str, str]:
@@ -527,7 +529,7 @@ def _account(cluster: list[Candidate], scope: Scope, sso_key: str | None, phone:
         "phone": phone,
         "anchors": [first.key] if single else sorted({c.key for c in cluster}),
         "sources": [first.source] if single else sorted({c.source for c in cluster}),
-        "dn": next((c.dn for c in cluster if c.dn), None),
+        "dn": min(((c.source, c.dn) for c in cluster if c.dn), default=(None, None))[1],  # whatever the order
         "why": Why(cluster),
     }
 
@@ -617,9 +619,10 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
             result.dropped["trustee SELF" if name in SELF_PRINCIPALS else "trustee is an unresolved SID"
                            if SID_PATTERN.match(name) else "trustee not found"] += 1
             continue
-        if trustee not in cache:
-            cache[trustee] = able(trustee, permission.trustee)
-        emails, unable, functional = cache[trustee]
+        named = (trustee, permission.trustee)  # the reason names the trustee as this entry does
+        if named not in cache:
+            cache[named] = able(trustee, permission.trustee)
+        emails, unable, functional = cache[named]
         if permission.deny:
             denied[owner["email"]].update(emails)
         else:

@@ -194,6 +194,7 @@ class _Planner:
         # (a Zivver id, or "new:" the address of one this plan creates), None when it has none
         self.delegate_of: dict[str, str | None] = {}
         self.current_of: dict[str, str] = {}  # a current personal account's address -> who it is
+        self.source_of: dict[int, Account] = {}  # change (by id) -> the account it was planned for
 
     # -- matching ----------------------------------------------------------------------
     def match(self) -> tuple[list[tuple[Account, Account, str]], list[Account], list[Account]]:
@@ -274,6 +275,7 @@ class _Planner:
         if not gone and account.dn:
             record["dn"] = account.dn
         self.changes.append(record)
+        self.source_of[id(record)] = account
         if current is not None:
             self.claimant[id(record)] = current
 
@@ -284,9 +286,11 @@ class _Planner:
             return None
         for source in entry.sources:
             scope = ((self.reading.authorities.get(source) or {}).get("scope")) or {}
-            if not scope:
+            # a source judges only DNs of its own domain: an Exchange Online DN (DC=EURPR…,DC=outlook)
+            # says nothing about an AD source's base DN, and must not keep a leaver from suspension
+            if not scope.get("base_dn") or _domain_of_dn(entry.dn) != _domain_of_dn(scope["base_dn"]):
                 continue
-            if (scope.get("base_dn") and not under(entry.dn, scope["base_dn"])) \
+            if not under(entry.dn, scope["base_dn"]) \
                     or (scope.get("include_ous") and not any(under(entry.dn, ou) for ou in scope["include_ous"])) \
                     or any(under(entry.dn, ou) for ou in scope.get("exclude_ous") or ()):
                 return source
@@ -322,6 +326,14 @@ class _Planner:
         if not gone:
             facts += self._list_facts(account, before, after)
         return {"code": code, "facts": facts}
+
+    def _refresh_delegate_facts(self, change: dict) -> None:
+        """A change's delegate facts again, after settling changed its delegates."""
+        facts = [f for f in change["why"]["facts"] if not f.startswith("delegate ")]
+        account = self.source_of.get(id(change))
+        if account is not None and "delegates" in change["after"]:
+            facts += [f for f in self._list_facts(account, change["before"], change["after"]) if f.startswith("delegate ")]
+        change["why"]["facts"] = facts
 
     @staticmethod
     def _list_facts(account: Account, before: dict, after: dict) -> list[str]:
@@ -481,25 +493,35 @@ class _Planner:
                 active_after[who] = change["after"].get("active", active_after.get(who))
         dropped = set()
         for change in self.changes:
-            after = change["after"]
+            after, before = change["after"], change["before"]
             if "delegates" not in after:
                 continue
-            lost = [a for a in after["delegates"] if email_after.get(self.delegate_of.get(a)) != a
-                    or not active_after.get(self.delegate_of.get(a))]
-            if not lost:
+            kept: dict[str, str] = {}  # the address push will find the account at -> who it is
+            lost = []
+            for address in after["delegates"]:
+                who = self.delegate_of.get(address)
+                final = email_after.get(who)
+                if final is not None and active_after.get(who):
+                    kept[final] = who  # its own address after the plan: the new one, or the old if held
+                else:
+                    lost.append(address)
+            if not lost and sorted(kept) == after["delegates"]:
                 continue
-            account = Account(change["kind"], change["email"], "", True, (), (), None, None, (), change["zivver_id"])
-            self.skip(account, "delegate_withheld", change["op"], change["zivver_id"],
-                      f"not made delegates: {', '.join(lost)}: their account does not have that address, or is not "
-                      "active, after this plan (see their own changes)")
-            after["delegates"] = [a for a in after["delegates"] if a not in lost]
-            before = change["before"]
+            if lost:
+                account = Account(change["kind"], change["email"], "", True, (), (), None, None, (), change["zivver_id"])
+                self.skip(account, "delegate_withheld", change["op"], change["zivver_id"],
+                          f"not made delegates: {', '.join(lost)}: no active account of theirs after this plan "
+                          "(see their own changes)")
+            after["delegates"] = sorted(kept)
+            self._refresh_delegate_facts(change)
             if change["op"].startswith("create_"):
                 continue
-            unchanged = self.who(after["delegates"]) == {self.current_of.get(a, a) for a in before.get("delegates", ())} \
-                if change["kind"] == "functional" else after["delegates"] == before.get("delegates")
+            current = {self.current_of.get(a, a) for a in before.get("delegates", ())}
+            unchanged = set(kept.values()) == current if change["kind"] == "functional" \
+                else after["delegates"] == before.get("delegates")
             if unchanged or not after["delegates"]:  # emptying is a change of its own, not a side effect
                 del before["delegates"], after["delegates"]
+                self._refresh_delegate_facts(change)
                 if not after:
                     dropped.add(id(change))
         self.changes = [c for c in self.changes if id(c) not in dropped]
@@ -650,6 +672,8 @@ class _Planner:
             old = before.pop("email")
             del after["email"]
             change["op"], change["email"] = f"update_{change['kind']}", old
+            change["why"]["code"] = "changed"  # the rename is withheld: what is left is an update
+            change["why"]["facts"] = [f for f in change["why"]["facts"] if not f.startswith("primary address ")]
             if old in after.get("aliases", ()):
                 after["aliases"] = [a for a in after["aliases"] if a != old]
                 if before.get("aliases") == after["aliases"]:
@@ -726,6 +750,11 @@ class _Planner:
                 safety.refuse(f"{count} of the {having} managed accounts with a {what} ({100 * count / having:.1f} %) "
                               f"would lose one: more than the limit of {percent:g} % ({option}-percent)")
         return safety
+
+
+def _domain_of_dn(dn: str) -> tuple[str, ...]:
+    """The DC= parts of a DN, lower case: its domain."""
+    return tuple(part.strip()[3:].lower() for part in dn.split(",") if part.strip().lower().startswith("dc="))
 
 
 def _removes(change: dict, field: str) -> bool:

@@ -795,11 +795,15 @@ def _right_names(value) -> list[str]:
         raise NotUnderstood(f"AccessRights {value!r}")
     if isinstance(value, int):
         text = str(value).strip()  # an enum object (psrpcore's PSInt): its text is the names
-        return _names_of_mask(int(value)) if text.lstrip("-").isdigit() else _names_of_text(text)
+        return _names_of_mask(int(value)) if _number(text.lstrip("-")) else _names_of_text(text)
     if isinstance(value, str):
         text = value.strip()
-        return _names_of_mask(int(text)) if text.isdigit() else _names_of_text(text)
+        return _names_of_mask(int(text)) if _number(text) else _names_of_text(text)
     raise NotUnderstood(f"AccessRights element {value!r} ({type(value).__name__})")
+
+
+def _number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # not '²', which isdigit() calls a digit
 
 
 def _names_of_text(text: str) -> list[str]:

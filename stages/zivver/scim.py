@@ -87,14 +87,15 @@ def group_account(resource: dict, emails: dict[str, str]) -> tuple[dict, list[st
     _check_shape(resource, "functional account")
     external_id = _required_text(resource, "externalId", "functional account")
     extension = resource.get(ZIVVER_GROUP) or {}
-    members = [m.get("value") for m in resource.get("members") or [] if isinstance(m, dict)]
+    members = [m.get("value") for m in resource.get("members") or []
+               if isinstance(m, dict) and isinstance(m.get("value"), str)]
     unknown = [m for m in members if m not in emails]
     return {
         "type": "account", "kind": "functional",
         "email": external_id.lower(),
         "name": resource.get("displayName") or "",
         "active": True,  # Zivver cannot disable a functional account; no delegates is as close as it gets
-        "aliases": sorted({a.lower() for a in extension.get("aliases") or []}),
+        "aliases": _addresses(extension.get("aliases"))[0],
         "delegates": sorted({emails[m] for m in members if m in emails}),
         "sso_key": None,
         "phone": None,
