@@ -251,3 +251,8 @@ def test_odd_group_aliases_and_members_are_left_out_not_a_traceback():
 def test_a_number_in_another_script_is_no_mailbox_right():
     with pytest.raises(NotUnderstood):
         rights_of(["²"])
+
+
+def test_a_string_where_a_list_of_addresses_belongs_is_named():
+    with pytest.raises(scim.NotUnderstood, match="u0009.*a list of addresses is 'b@x.example'"):
+        scim.user_account(user(9, **{ZIVVER_USER: {"aliases": [], "delegates": "b@x.example"}}))

@@ -630,8 +630,9 @@ def _add_delegates(directory: Directory, accounts_by_key: dict[str, dict], resul
             for email, how in emails.items():  # several grants give it: the first by name, whatever the order
                 reasons[email] = min(reasons.get(email, how), how)
             if expand:
+                grants = shared_grants[owner["email"]]
                 for email, how in functional.items():
-                    shared_grants[owner["email"]].setdefault(email, how)
+                    grants[email] = min(grants.get(email, how), how)
         if unable:
             result.dropped["delegate is not an active personal account"] += unable - (len(functional) if expand else 0)
     for key, owner in accounts_by_key.items():
@@ -716,7 +717,8 @@ def _expand_shared(allowed: dict[str, dict[str, str]], denied: dict[str, set[str
         reasons = allowed.setdefault(mailbox, {})
         for target, how in targets.items():
             for delegate in reached.get(target, ()):
-                reasons.setdefault(delegate, f"via the shared mailbox {target} ({how})")
+                why = f"via the shared mailbox {target} ({how})"
+                reasons[delegate] = min(reasons.get(delegate, why), why)
 
 
 UNMANAGED_FIELDS = ("delegates", "phone", "sso_key")

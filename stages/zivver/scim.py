@@ -18,6 +18,8 @@ ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 def _addresses(values) -> tuple[list[str], list[str]]:
     """(the valid addresses, lower case and sorted; the others). Zivver checks no delegate."""
+    if values is not None and not isinstance(values, list):  # a string would be read letter by letter
+        raise NotUnderstood(f"a list of addresses is {values!r}")
     values = [v for v in values or [] if isinstance(v, str)]
     return sorted({v.lower() for v in values if ADDRESS.match(v)}), [v for v in values if not ADDRESS.match(v)]
 
@@ -44,7 +46,7 @@ def _check_shape(resource, what: str) -> dict:
     if not isinstance(resource.get("id"), str) or not resource["id"]:
         raise NotUnderstood(f"a {what} without an id: {str(resource)[:200]}")
     for field, kind in ((ZIVVER_USER, dict), (ZIVVER_GROUP, dict), ("name", dict), ("phoneNumbers", list),
-                        ("members", list)):
+                        ("members", list), ("displayName", str)):
         if resource.get(field) is not None and not isinstance(resource[field], kind):
             raise NotUnderstood(f"{what} {_name(resource)}: {field} is {resource[field]!r}")
     return resource
@@ -60,8 +62,11 @@ def user_account(resource: dict) -> tuple[dict, list[str]]:
         raise NotUnderstood(f"personal account {user_name} ({_name(resource)}): active is "
                             f"{resource.get('active')!r}, neither true nor false")
     extension = resource.get(ZIVVER_USER) or {}
-    aliases, bad_aliases = _addresses(extension.get("aliases"))
-    delegates, bad_delegates = _addresses(extension.get("delegates"))
+    try:
+        aliases, bad_aliases = _addresses(extension.get("aliases"))
+        delegates, bad_delegates = _addresses(extension.get("delegates"))
+    except NotUnderstood as problem:
+        raise NotUnderstood(f"personal account {user_name} ({_name(resource)}): {problem}") from None
     phones = [p.get("value") for p in resource.get("phoneNumbers") or [] if isinstance(p, dict)]
     phone = next((p for p in phones if isinstance(p, str) and E164.match(p)), None)
     return {
@@ -95,7 +100,7 @@ def group_account(resource: dict, emails: dict[str, str]) -> tuple[dict, list[st
         "email": external_id.lower(),
         "name": resource.get("displayName") or "",
         "active": True,  # Zivver cannot disable a functional account; no delegates is as close as it gets
-        "aliases": _addresses(extension.get("aliases"))[0],
+        "aliases": _group_aliases(resource, extension),
         "delegates": sorted({emails[m] for m in members if m in emails}),
         "sso_key": None,
         "phone": None,
@@ -104,6 +109,13 @@ def group_account(resource: dict, emails: dict[str, str]) -> tuple[dict, list[st
         "external_account_id": extension.get("ExternalAccountId"),
         "sources": ["zivver"],
     }, unknown
+
+
+def _group_aliases(resource: dict, extension: dict) -> list[str]:
+    try:
+        return _addresses(extension.get("aliases"))[0]
+    except NotUnderstood as problem:
+        raise NotUnderstood(f"functional account {_name(resource)}: {problem}") from None
 
 
 def user_body(account: dict, sso_key: str | None) -> dict:
