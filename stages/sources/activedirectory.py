@@ -432,6 +432,10 @@ class LiveDirectory:
                 raise LdapFailure(f"{url}: TLS certificate verification failed ({_reason(error)}); give the "
                                   "CA that signed the DC's certificate with --ca-file") from None
             raise _Down(_reason(error)) from None
+        except (KeyError, IndexError, TypeError, ValueError) as error:  # ldap3's decoder on an answer not LDAP's
+            raise LdapFailure(f"{url}: the server at {host}:{port} does not speak LDAP (its answer is no LDAP "
+                              f"message: {type(error).__name__}); is it the domain controller's LDAP port "
+                              "(389, or 636 for ldaps://)?") from None
         except Exception as error:  # noqa: BLE001  (ldap3's LDAPException, or gssapi's GSSError)
             kerberos = _kerberos_failure(error) if self.server.kerberos else None
             if kerberos:

@@ -53,6 +53,10 @@ class ShortListing(ApiError):
                          "(a page lost, or a server ignoring startIndex)")
 
 
+class NotScim(ApiError):
+    """The URL answers, but not as Zivver's SCIM API does (a mistyped path: HTTP 404)."""
+
+
 class ListingNotUnderstood(ApiError):
     """A listing page in a shape zivsync does not know (no totalResults, Resources no list…)."""
 
@@ -105,6 +109,9 @@ class Client(HttpClient):
         status = response.status_code
         if status in (401, 403):
             raise AuthError(method, path, status, _auth_message(status, self.error_message(response)))
+        if status == 404:  # Zivver answers 400 for an unknown id: a 404 is a URL that is no SCIM API
+            raise NotScim(method, path, status, f"{self.base} does not answer as Zivver's SCIM API (HTTP 404 for "
+                                                 f"{path}): is the URL right? It ends in /api/scim/v2")
         if status >= 400:
             raise ZivverError(method, path, status, self.error_message(response))
         return orjson.loads(response.content) if response.content.strip() else None
@@ -227,5 +234,5 @@ def _loopback(host: str) -> bool:
 
 
 def exit_status_for(error: ZivverError) -> ExitStatus:
-    unread = (AuthError, Unreachable, ShortListing, ListingNotUnderstood)
+    unread = (AuthError, Unreachable, ShortListing, ListingNotUnderstood, NotScim)
     return ExitStatus.UNREACHABLE if isinstance(error, unread) else ExitStatus.PARTIAL
