@@ -30,7 +30,7 @@ Example:
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
 @cli.input_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write the report to this file (atomically) instead of standard error.")
+              help="Write the report to this file (atomically) instead of standard output.")
 @click.option("--strict", is_flag=True, help="Count an incomplete stream as invalid too.")
 def command(files: tuple[str, ...], inputs: tuple[str, ...], output: str | None, strict: bool):
     paths = files + inputs
@@ -42,8 +42,8 @@ def command(files: tuple[str, ...], inputs: tuple[str, ...], output: str | None,
     for path in paths:
         try:
             source = Input.open(path)
-        except StreamError as error:
-            lines.append(f"{error}")
+        except StreamError as error:  # cannot be read at all: an error, on stderr
+            cli.log.error("%s", error)
             status = ExitStatus.ERROR
             continue
         valid, report = _check(source, strict)
@@ -52,9 +52,9 @@ def command(files: tuple[str, ...], inputs: tuple[str, ...], output: str | None,
     if output:
         with open_output(output) as (handle, _):
             handle.write("".join(line + "\n" for line in lines).encode("utf-8"))
-    else:
+    else:  # the report is data: standard output (errors go to stderr)
         for line in lines:
-            click.echo(line, err=True)
+            click.echo(line)
     return status
 
 

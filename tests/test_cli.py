@@ -241,9 +241,9 @@ def test_validate_reports_every_problem(tmp_path):
                                      end=False)))
     done = run("zivsync-validate", broken)
     assert done.returncode == 1
-    assert f"{broken}:2: person record: field 'mail'" in done.stderr
-    assert f"{broken}:3: person record: field 'mailbox'" in done.stderr
-    assert "INVALID (2 problems), INCOMPLETE" in done.stderr
+    assert f"{broken}:2: person record: field 'mail'" in done.stdout.decode()
+    assert f"{broken}:3: person record: field 'mailbox'" in done.stdout.decode()
+    assert "INVALID (2 problems), INCOMPLETE" in done.stdout.decode()
 
 
 def test_validate_takes_input_options_and_writes_its_report_to_a_file(tmp_path, directory):

@@ -31,7 +31,7 @@ def test_installed_wheel_works_outside_the_checkout(tmp_path):
     environment = {"PATH": str(bin_dir), "SOURCE_DATE_EPOCH": "0", "SYSTEMROOT": os.environ.get("SYSTEMROOT", "")}
     checked = subprocess.run([str(bin_dir / "zivsync-validate"), "directory-ldap.jsonl"],
                              capture_output=True, text=True, cwd=work, env=environment)
-    assert checked.returncode == 0 and "valid, complete" in checked.stderr, checked.stderr
+    assert checked.returncode == 0 and "valid, complete" in checked.stdout, checked.stderr
 
     normalized = subprocess.run([str(bin_dir / "zivsync"), "normalize", "--claimed-domain", "fabrikam.example",
                                  "-i", "directory-ldap.jsonl", "-o", "desired.jsonl"],

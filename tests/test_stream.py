@@ -472,15 +472,15 @@ def test_validate_accepts_a_valid_stream(tmp_path):
     path = write_stream(tmp_path / "desired.jsonl", "accounts", RECORDS)
     ran = run("zivsync-validate", path)
     assert ran.returncode == 0, ran.stderr
-    assert "valid, complete" in ran.stderr and "INCOMPLETE" not in ran.stderr
+    assert "valid, complete" in ran.stdout.decode() and "INCOMPLETE" not in ran.stdout.decode() and ran.stderr == ""
 
 
 def test_validate_reports_file_line_and_field_of_a_broken_stream(tmp_path):
     path = write_stream(tmp_path / "desired.jsonl", "accounts", [RECORDS[0], {**RECORDS[1], "active": "yes"}])
     ran = run("zivsync-validate", path)
     assert ran.returncode == 1
-    assert f"{path}:3" in ran.stderr and "'active'" in ran.stderr
-    assert "INVALID" in ran.stderr
+    assert f"{path}:3" in ran.stdout.decode() and "'active'" in ran.stdout.decode()
+    assert "INVALID" in ran.stdout.decode()
 
 
 def test_validate_accepts_a_powershell_utf16_file(tmp_path):
@@ -488,20 +488,20 @@ def test_validate_accepts_a_powershell_utf16_file(tmp_path):
     path.write_bytes(ENCODINGS["PowerShell 5.1 (utf-16 LE, BOM, CRLF)"](PLAIN))
     ran = run("zivsync-validate", path)
     assert ran.returncode == 0, ran.stderr
-    assert "valid, complete" in ran.stderr
+    assert "valid, complete" in ran.stdout.decode()
 
 
 def test_validate_reads_standard_input():
     ran = run("zivsync-validate", input=PLAIN)
     assert ran.returncode == 0, ran.stderr
-    assert "<stdin>: valid, complete" in ran.stderr
+    assert "<stdin>: valid, complete" in ran.stdout.decode()
 
 
 def test_validate_strict_fails_an_incomplete_stream(tmp_path):
     path = write_stream(tmp_path / "desired.jsonl", "accounts", RECORDS, end=False)
     lenient = run("zivsync-validate", path)
     assert lenient.returncode == 0, lenient.stderr
-    assert "INCOMPLETE" in lenient.stderr and "no end record" in lenient.stderr
+    assert "INCOMPLETE" in lenient.stdout.decode() and "no end record" in lenient.stdout.decode()
     strict = run("zivsync-validate", "--strict", path)
     assert strict.returncode == 1
 
@@ -513,6 +513,6 @@ def test_validate_reports_each_of_several_files(tmp_path):
     cut.write_bytes(PLAIN[:-5])
     ran = run("zivsync-validate", good, bad, cut)
     assert ran.returncode == 1
-    assert f"{good}: valid, complete" in ran.stderr
-    assert f"{bad}:2: account record: field 'email'" in ran.stderr
-    assert f"{cut}: valid, INCOMPLETE" in ran.stderr and "cut off" in ran.stderr
+    assert f"{good}: valid, complete" in ran.stdout.decode()
+    assert f"{bad}:2: account record: field 'email'" in ran.stdout.decode()
+    assert f"{cut}: valid, INCOMPLETE" in ran.stdout.decode() and "cut off" in ran.stdout.decode()
