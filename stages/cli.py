@@ -174,21 +174,64 @@ def config_defaults(data: dict, command: click.Command, path: Path,
     shared = {name for c in commands for name in _config_params(c)}
     own = _config_params(command)
     defaults: dict[str, Any] = {}
+    by_name = {name: p for c in commands for name, p in _config_params(c).items()}
     for key, value in data.items():
         if isinstance(value, dict):
             if key not in sections:
-                raise ZivsyncError(f"{path}: unknown table [{key}]; known: {', '.join(sorted(sections))}")
+                raise ZivsyncError(f"{path}: unknown table [{key}]{_did_you_mean(key, sections)}")
             known = _config_params(sections[key])
-            for name in value:
+            for name, item in value.items():
                 if name not in known:
-                    raise ZivsyncError(
-                        f"{path}: [{key}] has no option '{name}'; known: {', '.join(sorted(known))}")
+                    raise ZivsyncError(f"{path}: [{key}] has no option '{name}'{_secret_hint(name)}"
+                                       f"{_did_you_mean(name, known)}")
+                _check_type(path, f"[{key}] {name}", known[name], item)
         elif key not in shared:
-            raise ZivsyncError(f"{path}: unknown option '{key}'; known: {', '.join(sorted(shared))}")
-        elif key in own:
-            defaults[key] = value
+            raise ZivsyncError(f"{path}: unknown option '{key}'{_secret_hint(key)}{_did_you_mean(key, shared)}")
+        else:
+            _check_type(path, key, by_name[key], value)
+            if key in own:
+                defaults[key] = value
     defaults.update(data.get(section_name(command), {}))
     return {name: _relative_to(path.parent, own[name], value) for name, value in defaults.items()}
+
+
+SECRET_WORDS = ("password", "secret", "api_key", "apikey", "passphrase", "token")
+
+
+def _secret_hint(key: str) -> str:
+    """A key that looks like a secret: say where secrets go (never echo the value)."""
+    if any(word in key.lower() for word in SECRET_WORDS) and not key.lower().endswith("_file"):
+        return (" (secrets never go in the config file: set them in the environment, e.g. ZIVSYNC_ZIVVER_API_KEY, "
+                "or name a file holding them with the *_file options, e.g. zivver_api_key_file)")
+    return ""
+
+
+def _did_you_mean(key: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _check_type(path: Path, where: str, param: click.Parameter, value: Any) -> None:
+    """A config value of the wrong type names the file, the table and the key (not the value:
+    it may be something secret typed in the wrong place)."""
+    values = value if param.multiple and isinstance(value, list) else [value]
+    if param.multiple and not isinstance(value, list):
+        raise ZivsyncError(f"{path}: {where} must be a list, e.g. {param.name} = [\"…\"]")
+    for item in values:
+        try:
+            if isinstance(param.type, click.types.BoolParamType) and not isinstance(item, bool):
+                raise click.BadParameter("must be true or false")
+            if isinstance(item, (dict, list)):
+                raise click.BadParameter(f"must be a single {param.type.name} value")
+            if isinstance(param.type, click.Path):  # checked where it is used: relative to the config file
+                if not isinstance(item, str):
+                    raise click.BadParameter("must be a path, in quotes")
+                continue
+            param.type.convert(item, param, None)
+        except click.BadParameter as error:
+            raise ZivsyncError(f"{path}: {where}: {error.message}") from None
 
 
 def _relative_to(base: Path, param: click.Parameter, value: Any) -> Any:

@@ -251,3 +251,18 @@ def test_validate_takes_input_options_and_writes_its_report_to_a_file(tmp_path, 
     done = run("zivsync-validate", "-i", directory, "-o", report)
     assert done.returncode == 0 and done.stderr == ""
     assert report.read_text().startswith(f"{directory}: valid, complete: directory stream")
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[diff]\nmax_suspnd = 3\n', "[diff] has no option 'max_suspnd'; did you mean 'max_suspend'"),
+    ('claimed_domain = ["x.example"]\n', "unknown option 'claimed_domain'; did you mean 'claimed_domains'?"),
+    ('[diff]\nmax_suspend = "many"\n', "[diff] max_suspend: 'many' is not a valid integer"),
+    ('[diff]\nclaimed_domains = "x.example"\n', "[diff] claimed_domains must be a list"),
+    ('zivver_api_key = "Z1.1.2.topsecret"\n', "secrets never go in the config file"),
+])
+def test_config_mistakes_are_named_with_a_hint_and_no_secret_is_echoed(tmp_path, text, words):
+    config = config_file(tmp_path, text)
+    done = run("zivsync-diff", "--config", config, "-i", "-", "--current", config)
+    assert done.returncode == 1 and words in done.stderr, done.stderr
+    assert str(config) in done.stderr and "topsecret" not in done.stderr
+    assert "known:" not in done.stderr  # no list of every key
