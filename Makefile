@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test-deps test demo bench soak golden docs clean
+.PHONY: venv test-deps kerberos-extra test demo bench soak golden docs clean
 
 venv: $(STAMP)
 
@@ -24,7 +24,13 @@ $(STAMP): pyproject.toml
 test-deps:
 	bash scripts/install-test-deps.sh
 
-test: test-deps venv
+# The Kerberos extra follows what this machine can build: krb5-config may have appeared (make
+# test-deps installs it) after .venv was made without it.
+kerberos-extra: venv
+	@if command -v krb5-config >/dev/null && ! $(BIN)/python -c "import gssapi" 2>/dev/null; then \
+		$(BIN)/python -m pip install --quiet -e '.[test,kerberos]'; fi
+
+test: test-deps venv kerberos-extra
 	$(BIN)/python -m pytest -q
 
 demo: venv

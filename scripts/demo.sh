@@ -83,7 +83,7 @@ if zivsync-validate examples/directory-ldap-broken.jsonl; then
     echo "unexpected: the broken stream validated" >&2; exit 1
 fi
 
-step "4b. A truncated directory stream never yields a suspension"
+step "4b. A truncated directory stream: the safety net works. diff withholds every suspension it would have planned and refuses the plan (exit 3), saying why"
 zivsync-normalize -q -i examples/directory-ldap-truncated.jsonl -i examples/directory-exchange.jsonl \
     -o "$out/desired-truncated.jsonl"
 status=0
