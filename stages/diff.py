@@ -92,6 +92,7 @@ def command(inputs, output, current, state_dir: str | None, claimed_domains, tar
         raise ZivsyncError(str(error)) from None
     for reason in desired_reader.incomplete_reasons:
         cli.log.warning("incomplete desired stream: %s", reason)
+    _warn_if_swapped(desired_reader.headers, current_reader.headers, current)
 
     try:
         plan = diff(desired, current_accounts, options, mapping=mapping,
@@ -134,6 +135,17 @@ def command(inputs, output, current, state_dir: str | None, claimed_domains, tar
     if check and plan.changes:
         return ExitStatus.PENDING
     return ExitStatus.OK
+
+
+def _warn_if_swapped(desired: list[dict], current: list[dict], current_name: str) -> None:
+    """-i and --current the wrong way round plan the opposite of the truth: say so. A warning, not
+    an error: rehearsals and tests do diff a stream against itself."""
+    def made_by(headers: list[dict], stage: str) -> bool:
+        return any(str(h.get("producer", "")).startswith(stage) for h in headers)
+
+    if made_by(current, "zivsync-normalize") or made_by(desired, "zivsync-snapshot"):
+        cli.log.warning("the inputs look swapped: --current %s should be Zivver's accounts (zivsync-snapshot), "
+                        "-i the desired ones (zivsync-normalize)", current_name)
 
 
 def _reading(reader: StreamReader) -> Reading:

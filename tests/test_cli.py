@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import account, executable, jsonl, person, read_jsonl, run, segment, write_stream
+from helpers import account, executable, header, jsonl, person, read_jsonl, run, segment, write_stream
 
 from stages.cli import ExitStatus
 from stages.umbrella import STAGES
@@ -266,3 +266,16 @@ def test_config_mistakes_are_named_with_a_hint_and_no_secret_is_echoed(tmp_path,
     assert done.returncode == 1 and words in done.stderr, done.stderr
     assert str(config) in done.stderr and "topsecret" not in done.stderr
     assert "known:" not in done.stderr  # no list of every key
+
+
+def test_diff_warns_when_its_inputs_look_swapped(tmp_path):
+    desired = tmp_path / "desired.jsonl"
+    current = tmp_path / "current.jsonl"
+    desired.write_bytes(jsonl([dict(header("accounts"), producer="zivsync-normalize 0.1.0"), account("a@example.com"),
+                               {"type": "end", "count": 1}]))
+    current.write_bytes(jsonl([dict(header("accounts"), producer="zivsync-snapshot 0.1.0"),
+                               account("a@example.com", zivver_id="z1"), {"type": "end", "count": 1}]))
+    right = run("zivsync-diff", "-i", desired, "--current", current, *CLAIMED)
+    assert right.returncode == 0 and "swapped" not in right.stderr, right.stderr
+    swapped = run("zivsync-diff", "-i", current, "--current", desired, *CLAIMED)
+    assert swapped.returncode == 0 and "the inputs look swapped" in swapped.stderr, swapped.stderr

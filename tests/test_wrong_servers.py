@@ -43,3 +43,30 @@ def test_a_mistyped_zivver_url_is_exit_4_not_some_changes_failed(tmp_path):
     assert snapshot.returncode == ExitStatus.UNREACHABLE, snapshot.stderr
     assert "does not answer as Zivver's SCIM API" in snapshot.stderr and "/api/scim/v2" in snapshot.stderr
     assert not (tmp_path / "current.jsonl").exists()
+
+
+def test_a_secret_file_others_can_read_is_warned_about_without_its_content(tmp_path):
+    key = tmp_path / "zivver.key"
+    key.write_text("Z1.1.2.shared-with-everyone", encoding="utf-8")
+    key.chmod(0o644)
+    done = run("zivsync-snapshot", "--zivver-url", "http://127.0.0.1:9/api/scim/v2", "--zivver-api-key-file", key,
+               "--timeout", "2")
+    assert done.returncode == ExitStatus.UNREACHABLE
+    assert f"the Zivver API key file {key} can be read by other users (mode -rw-r--r--): chmod 600" in done.stderr
+    assert "shared-with-everyone" not in done.stderr
+    key.chmod(0o600)
+    private = run("zivsync-snapshot", "--zivver-url", "http://127.0.0.1:9/api/scim/v2", "--zivver-api-key-file", key,
+                  "--timeout", "2")
+    assert "can be read by other users" not in private.stderr
+
+
+def test_connection_errors_say_the_cause_in_words(tmp_path):
+    refused = run("zivsync-snapshot", "--zivver-url", "http://127.0.0.1:9/api/scim/v2", "--timeout", "2",
+                  env={"ZIVSYNC_ZIVVER_API_KEY": "k"})
+    assert refused.returncode == ExitStatus.UNREACHABLE
+    assert "connection refused (nothing listens at that address and port)" in refused.stderr, refused.stderr
+    assert "NewConnectionError" not in refused.stderr
+    unknown = run("zivsync-snapshot", "--zivver-url", "https://zivver.invalid/api/scim/v2", "--timeout", "2",
+                  env={"ZIVSYNC_ZIVVER_API_KEY": "k"})
+    assert unknown.returncode == ExitStatus.UNREACHABLE and "name not found" in unknown.stderr, unknown.stderr
+    assert "(1 attempt)" in unknown.stderr  # a name that does not resolve is not retried five times

@@ -153,8 +153,9 @@ class HttpClient:
                 if not safe:
                     raise Uncertain(method, path, None, reason) from None
                 failures += 1
-                if failures > self.retries:
-                    raise Unreachable(method, path, None, f"{reason} ({failures} attempts): {_short(error)}") from None
+                if failures > self.retries or _hopeless(error):
+                    raise Unreachable(method, path, None, f"{in_words(error, self.session.verify)} "
+                                                          f"({failures} attempt{'s' if failures > 1 else ''})") from None
                 self._back_off(failures)
                 continue
             status = response.status_code
@@ -215,6 +216,49 @@ class HttpClient:
     def _back_off(self, failures: int) -> None:
         self.stats.count("retries")
         self.sleep(min(30.0, 0.5 * 2 ** (failures - 1)) * self._random.uniform(0.5, 1.0))
+
+
+def _causes(error: BaseException):
+    """The error and everything it wraps (requests wraps urllib3's, which wraps the socket's)."""
+    seen: set[int] = set()
+    pending: list = [error]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+
+
+def _hopeless(error: BaseException) -> bool:
+    """A failure that retrying cannot mend: a certificate that does not verify, a name not found."""
+    import socket
+    import ssl
+
+    return any(isinstance(e, ssl.SSLCertVerificationError)  # a resolver's hiccup (EAI_AGAIN) is retried
+               or isinstance(e, socket.gaierror) and e.errno == socket.EAI_NONAME for e in _causes(error))
+
+
+def in_words(error: BaseException, verify: bool | str = True) -> str:
+    """A connection failure said in words, its cause first: connection refused, name not found,
+    timed out, TLS verification failed (with the certificate's problem and the CA file used)."""
+    import socket
+    import ssl
+
+    for cause in _causes(error):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            ca = f"the CA file {verify}" if isinstance(verify, str) else "the system's CA store"
+            return f"TLS verification failed: {cause.verify_message or cause.reason} (checked against {ca})"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (nothing listens at that address and port)"
+        if isinstance(cause, socket.gaierror):
+            return f"name not found ({cause.strerror or cause})"
+        if isinstance(cause, (TimeoutError, socket.timeout)) or isinstance(cause, requests.Timeout):
+            return "timed out"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed: {cause.reason or cause}"
+    return f"connection failed or dropped: {_short(error)}"
 
 
 def _short(error: Exception) -> str:
