@@ -149,7 +149,7 @@ def test_wrong_api_key_ends_with_exit_4_and_a_clear_message(seeded, tmp_path):
 def test_unreachable_zivver_ends_with_exit_4(tmp_path):
     done = run("zivsync-snapshot", "--timeout", "2",
                env={"ZIVSYNC_ZIVVER_URL": "http://127.0.0.1:9/api/scim/v2", "ZIVSYNC_ZIVVER_API_KEY": API_KEY})
-    assert done.returncode == ExitStatus.UNREACHABLE and "connection failed" in done.stderr
+    assert done.returncode == ExitStatus.UNREACHABLE and "connection refused" in done.stderr  # in words (issue 14)
 
 
 def test_api_key_from_a_file_and_never_in_any_output(seeded, tmp_path):

@@ -61,3 +61,20 @@ def test_every_executable_exits_128_plus_the_signal(signum, code):
     _, stderr = stage.communicate(timeout=30)
     assert stage.returncode == code, stderr
     assert b"Traceback" not in stderr
+
+
+def test_results_carry_the_http_status_of_the_request_that_applied_them(tmp_path):
+    with Sandbox("--rate-limit", "0", "--seed", EXAMPLES / "current.jsonl", claimed=CLAIMED) as sandbox:
+        for name, args in [
+            ("zivsync-normalize", ["-i", EXAMPLES / "directory-ldap.jsonl", "-i", EXAMPLES / "directory-exchange.jsonl",
+                                   *DOMAINS, "-o", tmp_path / "desired.jsonl"]),
+            ("zivsync-snapshot", ["-o", tmp_path / "current.jsonl"]),
+            ("zivsync-diff", ["-i", tmp_path / "desired.jsonl", "--current", tmp_path / "current.jsonl", *DOMAINS,
+                              "--state", tmp_path / "state", "-o", tmp_path / "plan.jsonl"]),
+            ("zivsync-push", ["-i", tmp_path / "plan.jsonl", "--apply", "--state", tmp_path / "state",
+                              "--rate-limit", "1000", "-o", tmp_path / "results.jsonl"])]:
+            done = run(name, *args, env=sandbox.env)
+            assert done.returncode == 0, done.stderr
+    results = {r["op"]: r for r in read_jsonl(tmp_path / "results.jsonl") if r["type"] == "result"}
+    assert results["create_user"]["status"] == "applied" and results["create_user"]["http_status"] in (200, 201)
+    assert results["suspend_user"]["http_status"] == 200

@@ -101,9 +101,11 @@ class Pusher:
     def apply(self, change: dict) -> dict:
         """Apply one change; its result record."""
         before_requests = self.client.stats.requests
+        self.client.last_status = None
         try:
             status, message, zivver_id = self._apply(change)
-            http = None
+            # the status of the request that applied it (none: nothing had to be sent)
+            http = self.client.last_status if self.client.stats.requests > before_requests else None
         except (AuthError, Unreachable) as error:
             raise Abort(error) from None
         except ZivverError as error:

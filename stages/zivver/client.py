@@ -89,6 +89,7 @@ class Client(HttpClient):
         super().__init__(base_url, rate=rate, window=window, timeout=timeout, retries=retries, verify=verify,
                          sleep=sleep)
         self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.last_status: int | None = None  # of the last answer: a result records what applied it
 
     def __repr__(self) -> str:  # no key in here
         return f"Client({self.base!r})"
@@ -106,7 +107,7 @@ class Client(HttpClient):
         data = orjson.dumps(body) if body is not None else None
         log.debug("%s %s%s", method, self.base + path, f" {params}" if params else "")
         response = self.send(method, path, data=data, params=params, headers=headers)
-        status = response.status_code
+        status = self.last_status = response.status_code
         if status in (401, 403):
             raise AuthError(method, path, status, _auth_message(status, self.error_message(response)))
         if status == 404:  # Zivver answers 400 for an unknown id: a 404 is a URL that is no SCIM API
