@@ -745,8 +745,9 @@ base_dn = "DC=fabrikam,DC=example"
 default_region = "NL"
 
 [diff]
-# Safety limits: refuse (exit code 3, no plan) when the plan would suspend or empty more than
-# 50 accounts, or more than 10 % of the managed accounts. The demo plans 3 of about 50.
+# Safety limits: when the plan would suspend or empty more than 50 accounts, or more than 10 %
+# of the managed accounts, diff exits 3 and the plan is still written, marked refused, for you
+# to review; push will not apply it. The demo plans 3 of about 50.
 max_suspend = 50
 max_suspend_percent = 10
 """

@@ -74,10 +74,20 @@ def _check(label: str, step: Step, folder: Path, echo: bool) -> int:
     seconds = time.monotonic() - begun
     found = describe_counts(label, output) if output.exists() else ""
     _line(label, code, f"{found}{'; ' if found else ''}{seconds:.1f} s")
-    for line in log.getvalue().splitlines():
-        if is_problem(line):
-            click.echo(f"            {line.decode('utf-8', 'replace')}")
+    for line in reasons(log.getvalue(), code):
+        click.echo(f"            {line}")
     return code
+
+
+def reasons(log: bytes, code: int) -> list[str]:
+    """What to show under a connection's line: its warnings and errors; for a failure that logged
+    none (a crash), the last lines it wrote, so that a failure is never only an exit code."""
+    lines = [line.decode("utf-8", "replace") for line in log.splitlines()]
+    problems = [line for raw, line in zip(log.splitlines(), lines) if is_problem(raw)]
+    if code and not any(":" in p and "error" in p.lower() for p in problems):
+        tail = [line for line in lines if line.strip()][-3:]
+        problems += tail or [f"it ended with exit code {code} and said nothing"]
+    return problems
 
 
 def _check_mail(mailing: mail.MailSettings) -> int:

@@ -123,3 +123,14 @@ smtp_ca_file = "{certs['ca_file']}"
     assert not handler.envelopes  # a check sends nothing
     assert wrong.returncode == ExitStatus.UNREACHABLE and "535" in wrong.stdout.decode()
     assert PASSWORD not in good.stdout.decode() + good.stderr
+
+
+def test_a_failure_is_never_only_an_exit_code():
+    from stages.check import reasons
+
+    crashed = b"Traceback (most recent call last):\n  File 'x', line 1\nKeyError: (1, 20)\n"
+    assert reasons(crashed, 1)[-1] == "KeyError: (1, 20)"
+    assert reasons(b"", 4) == ["it ended with exit code 4 and said nothing"]
+    said = b"zivsync-extract-ldap: error: ldap://dc:389: invalid credentials\n"
+    assert reasons(said, 4) == ["zivsync-extract-ldap: error: ldap://dc:389: invalid credentials"]
+    assert reasons(b"zivsync-snapshot: 3 personal accounts read\n", 0) == []
