@@ -42,7 +42,7 @@ BASE_OPTIONS = {"config", "verbose", "quiet", "log_format", "inputs", "output"}
 # Options only a command line may give: writing to Zivver must be asked for where the job is
 # started, never switched on for good by a line in a config file; the others name one
 # invocation's own output.
-FLAG_ONLY = {"apply_", "resume", "version", "html_file", "show_all", "keep_files", "why"}
+FLAG_ONLY = {"apply_", "resume", "version", "html_file", "show_all", "keep_files", "why", "force"}
 
 
 # -- options ----------------------------------------------------------------------------

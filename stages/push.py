@@ -53,8 +53,10 @@ Example:
         help="Results of an earlier, interrupted push of this plan: what they say was applied is skipped.")
 @option("--state", "state_dir", type=click.Path(file_okay=False), metavar="DIR",
         help="The state folder holding the account mapping (anchor → Zivver id) that diff reads.")
+@click.option("--force", is_flag=True,
+              help="Overwrite an -o file that holds the results of an unfinished push of this plan (start over).")
 @cli.zivver_options
-def command(inputs, output, apply_, resume, state_dir, **connection):
+def command(inputs, output, apply_, resume, state_dir, force, **connection):
     sources = cli.open_inputs(inputs)
     reader = StreamReader(sources, ["plan"])
     records = list(reader)  # every record checked before anything is sent
@@ -71,6 +73,8 @@ def command(inputs, output, apply_, resume, state_dir, **connection):
         return ExitStatus.OK
     if not changes:
         cli.log.info("nothing to do: no request sent to Zivver")
+    if not force:
+        _keep_unfinished(output, resume, input_digests(sources))
     done = _applied_before(resume, input_digests(sources)) if resume else set()
     mapping = _load_mapping(state_dir)
     for link in links:  # accounts in sync: only the local mapping learns something
@@ -96,6 +100,26 @@ def _refusal(reader: StreamReader, header: dict) -> str | None:
     if (header.get("safety") or {}).get("passed") is not True:
         return "the plan failed its safety checks: " + "; ".join((header.get("safety") or {}).get("reasons", []))
     return None
+
+
+def _keep_unfinished(output: str | None, resume: str | None, plan: list[dict]) -> None:
+    """An -o file holding the results of an unfinished push of this plan is an audit record of
+    changes Zivver may have taken: it is never overwritten unasked (nothing was sent)."""
+    if not output or output == "-" or not Path(output).is_file():
+        return
+    if resume and Path(resume).resolve() == Path(output).resolve():
+        raise ZivsyncError(f"--resume {resume} and -o {output} are one file: write the new results elsewhere "
+                           "(nothing was sent)")
+    try:
+        reader = StreamReader([Input.open(output)], ["results"])
+        for _ in reader:
+            pass
+    except StreamError:
+        return  # not a results stream: not ours to keep
+    earlier = [d["sha256"] for d in (reader.headers[0].get("plan") or [])] if reader.headers else []
+    if not reader.complete and earlier == [d["sha256"] for d in plan]:
+        raise ZivsyncError(f"{output} holds the results of an unfinished push of this plan: continue it with "
+                           f"--resume {output} -o NEW.jsonl, or start over with --force (nothing was sent)")
 
 
 def _applied_before(path: str, plan: list[dict]) -> set[str]:

@@ -49,6 +49,13 @@ def test_a_push_stopped_half_way_says_how_far_it_got(tmp_path, signum, code):
     assert f"after {len(written)} of {planned} changes; {applied} applied" in last, last
     assert f"zivsync-push --resume {results} finishes the plan" in last
     assert "aborted" not in stderr and "Traceback" not in stderr
+    if signum == signal.SIGINT:  # the unfinished results are an audit record: never overwritten unasked
+        again = run("zivsync-push", "-i", tmp_path / "plan.jsonl", "--apply", "--state", tmp_path / "state",
+                    "-o", results, env={"ZIVSYNC_ZIVVER_URL": "http://127.0.0.1:9/api/scim/v2",
+                                        "ZIVSYNC_ZIVVER_API_KEY": "k"})
+        assert again.returncode == 1 and "holds the results of an unfinished push of this plan" in again.stderr
+        assert f"--resume {results} -o NEW.jsonl" in again.stderr and "--force" in again.stderr
+        assert sum(r["type"] == "result" for r in read_jsonl(results)) == len(written)
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
