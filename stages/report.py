@@ -27,6 +27,7 @@ run folder cannot be read.
 \b
 Example:
   zivsync-report plan.jsonl
+  zivsync-report plan.jsonl results.jsonl                         # a push run by hand
   zivsync-report runs/20261127T013304Z --html change-1234.html
   zivsync-report runs/20261127T013304Z --why l.meijer@fabrikam.example
   zivsync-diff -i desired.jsonl --current current.jsonl | zivsync-report - --all
@@ -35,6 +36,7 @@ Example:
 
 @cli.stage("zivsync-report", HELP)
 @click.argument("path", metavar="PLAN_OR_RUNDIR", type=click.Path(allow_dash=True))
+@click.argument("results", metavar="[RESULTS]", required=False, type=click.Path(dir_okay=False))
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write the report as one self-contained HTML page (atomically).")
 @click.option("--all", "show_all", is_flag=True,
@@ -43,11 +45,11 @@ Example:
               help="Instead, tell the whole story of one account across the run's streams: the directory "
                    "objects that name it, the desired account (and how it got its delegates), Zivver's account, "
                    "the plan's change or skip with its reason, and the result.")
-def command(path: str, html_file: str | None, show_all: bool, why: str | None):
+def command(path: str, results: str | None, html_file: str | None, show_all: bool, why: str | None):
     if why:
         click.echo(reporting.story(path, why))
         return ExitStatus.OK
-    report = reporting.load(path)
+    report = reporting.load(path, results)
     if html_file:
         with open_output(html_file) as (handle, _):
             handle.write(htmlreport.render(report).encode("utf-8"))

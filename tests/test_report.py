@@ -292,9 +292,10 @@ def test_a_garbage_file_exits_1_naming_the_file_and_line(tmp_path):
 
 
 def test_another_kind_of_stream_is_refused(tmp_path):
-    results = write_stream(tmp_path / "results.jsonl", "results", [])
-    done = run("zivsync-report", results)
-    assert done.returncode == ExitStatus.ERROR and "is a results stream, expected plan" in done.stderr
+    """A results stream alone is reported since issue 14 (a push run by hand); a directory stream is not."""
+    directory = write_stream(tmp_path / "directory.jsonl", "directory", [])
+    done = run("zivsync-report", directory)
+    assert done.returncode == ExitStatus.ERROR and "is a directory stream, expected plan" in done.stderr
 
 
 # -- the HTML page -----------------------------------------------------------------------------------

@@ -85,3 +85,15 @@ def test_results_carry_the_http_status_of_the_request_that_applied_them(tmp_path
     results = {r["op"]: r for r in read_jsonl(tmp_path / "results.jsonl") if r["type"] == "result"}
     assert results["create_user"]["status"] == "applied" and results["create_user"]["http_status"] in (200, 201)
     assert results["suspend_user"]["http_status"] == 200
+
+
+def test_a_push_run_by_hand_is_reported_from_its_plan_and_results_or_its_results_alone(tmp_path):
+    test_results_carry_the_http_status_of_the_request_that_applied_them(tmp_path)
+    both = run("zivsync-report", tmp_path / "plan.jsonl", tmp_path / "results.jsonl")
+    assert both.returncode == 0, both.stderr
+    text = both.stdout.decode()
+    assert "results: " in text and "applied" in text and "suspend_user" in text
+    alone = run("zivsync-report", tmp_path / "results.jsonl", "--html", tmp_path / "r.html")
+    assert alone.returncode == 0, alone.stderr
+    assert "no plan given" in alone.stdout.decode() and "applied" in alone.stdout.decode()
+    assert "suspend_user" in (tmp_path / "r.html").read_text(encoding="utf-8")

@@ -161,21 +161,45 @@ def _count(number: int, noun: str) -> str:
 # -- loading ---------------------------------------------------------------------------------
 
 
-def load(path: str | Path) -> Report:
-    """A plan stream file (``-`` for standard input) or a run folder of zivsync run.
+def load(path: str | Path, results: str | Path | None = None) -> Report:
+    """A plan stream file (``-`` for standard input), with the results stream of its push when
+    given; a results stream alone (a push run by hand); or a run folder of zivsync run.
 
     Streams are read with the reader every stage uses (UTF-8 or UTF-16, every record checked
     against its schema); anything unreadable is a ZivsyncError naming the file (and line).
     """
     if str(path) != "-" and Path(path).is_dir():
         return _load_run(Path(path))
-    if str(path) != "-" and not Path(path).exists():
-        raise ZivsyncError(f"{path}: no such plan file or run folder")
+    for named in (path, results):
+        if named is not None and str(named) != "-" and not Path(named).exists():
+            raise ZivsyncError(f"{named}: no such plan file or run folder")
     report = Report(source=str(path))
-    _read_plan(report, path)
-    if report.plan_header is None:
-        raise ZivsyncError(f"{path}: is empty: not a plan stream")
+    if results is None and _stream_kind(path) == "results":
+        path, results = None, path  # a results stream alone
+    if path is not None:
+        _read_plan(report, path)
+        if report.plan_header is None:
+            raise ZivsyncError(f"{path}: is empty: not a plan stream")
+    if results is not None:
+        report.results_header, report.results, reasons = _read_stream(results, "results")
+        report.notes.extend(reasons)
+        if path is None:  # what a results stream says of its changes is all there is
+            report.changes = [{"type": "change", "id": r["change_id"], "op": r["op"], "kind": r["kind"],
+                               "email": r["email"], "zivver_id": r["zivver_id"], "before": {}, "after": {}}
+                              for r in report.results]
     return report
+
+
+def _stream_kind(path: str | Path) -> str | None:
+    """The kind a stream's header names (without reading the rest); None for standard input."""
+    if str(path) == "-":
+        return None
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline().decode("utf-8-sig", "replace")
+        return orjson.loads(first).get("stream") if first.strip() else None
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return None
 
 
 def _load_run(folder: Path) -> Report:
@@ -275,6 +299,8 @@ def describe_report(report: Report, limit: int | None = SHOWN) -> str:
     if report.plan_header is not None:
         without_safety = {**report.plan_header, "safety": {}}  # said last, after the results
         lines.append(describe_plan(without_safety, report.changes + report.skips, limit, more="--all lists all"))
+    elif report.results_header is not None:
+        lines.append("no plan given: the changes as the results name them")
     else:
         lines.append("no plan: the run stopped before zivsync diff")
     lines += _describe_results(report)
