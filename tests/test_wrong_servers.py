@@ -70,3 +70,31 @@ def test_connection_errors_say_the_cause_in_words(tmp_path):
                   env={"ZIVSYNC_ZIVVER_API_KEY": "k"})
     assert unknown.returncode == ExitStatus.UNREACHABLE and "name not found" in unknown.stderr, unknown.stderr
     assert "(1 attempt)" in unknown.stderr  # a name that does not resolve is not retried five times
+
+
+def test_a_zivver_url_at_a_web_page_is_exit_4_not_a_traceback():
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html><body>Welcome to the portal</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = run("zivsync-snapshot", "--zivver-url", f"http://127.0.0.1:{server.server_address[1]}/api/scim/v2",
+                   env={"ZIVSYNC_ZIVVER_API_KEY": "k"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == ExitStatus.UNREACHABLE, done.stderr
+    assert "does not answer as Zivver's SCIM API (text/html, not JSON)" in done.stderr
+    assert "Traceback" not in done.stderr

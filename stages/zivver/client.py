@@ -115,7 +115,14 @@ class Client(HttpClient):
                                                  f"{path}): is the URL right? It ends in /api/scim/v2")
         if status >= 400:
             raise ZivverError(method, path, status, self.error_message(response))
-        return orjson.loads(response.content) if response.content.strip() else None
+        if not response.content.strip():
+            return None
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:  # a web page where the API should be (a portal, a login page)
+            kind = response.headers.get("Content-Type", "no content type")
+            raise NotScim(method, path, status, f"{self.base} does not answer as Zivver's SCIM API ({kind}, not "
+                                                 "JSON): is the URL right? It ends in /api/scim/v2") from None
 
     def error_message(self, response: requests.Response) -> str:
         return _message(response)
