@@ -521,3 +521,14 @@ def test_the_tallies_of_a_run_say_where_every_object_went(tmp_path):
     assert "tally of directory-exo.jsonl:" in text and "left out: shape not understood" in text
     page = htmlreport.render(report)
     assert "Where every object went" in page and "left out: not Full Access</td><td class=\"n\">4<" in page
+
+
+def test_the_html_report_says_what_the_terminal_says_of_links_and_fields_left_alone():
+    header = {"summary": {"changes": {}, "skips": {}, "links": 7}, "unmanaged": {"delegates": 5}}
+    report = reporting.Report(source="plan.jsonl", plan_header=header)
+    page = htmlreport.render(report)
+    assert "7 accounts in sync, newly linked to their directory object" in page
+    assert "delegates of 5 accounts left as Zivver has them" in page
+    text = reporting.describe_report(report)
+    assert "newly linked to their directory object in the account mapping: 7" in text
+    assert "left as Zivver has them: delegates of 5 accounts" in text

@@ -212,10 +212,24 @@ def _stage_row(stage: dict) -> str:
 
 
 def _overview(report: Report) -> str:
+    notes = _plan_notes(report)
     if not report.changes:
-        return _section("Changes at a glance", "<p>No changes.</p>\n", "overview")
-    return _section("Changes at a glance", _counts_table(report) + _op_chart(report) + _domain_chart(report),
-                    "overview")
+        return _section("Changes at a glance", "<p>No changes.</p>\n" + notes, "overview")
+    return _section("Changes at a glance", _counts_table(report) + _op_chart(report) + _domain_chart(report)
+                    + notes, "overview")
+
+
+def _plan_notes(report: Report) -> str:
+    """What the terminal's plan lines say besides the changes: accounts newly linked in the account
+    mapping, and fields left as Zivver has them because no source read speaks for them."""
+    header = report.plan_header or {}
+    items = []
+    links = (header.get("summary") or {}).get("links")
+    if links:
+        items.append(f"{e(links)} accounts in sync, newly linked to their directory object in the account mapping")
+    for field, count in (header.get("unmanaged") or {}).items():
+        items.append(f"{e(field)} of {e(count)} accounts left as Zivver has them (no source read speaks for them)")
+    return "<ul class=\"muted\">\n" + "".join(f"<li>{item}</li>\n" for item in items) + "</ul>\n" if items else ""
 
 
 def _counts_table(report: Report) -> str:
