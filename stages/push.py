@@ -102,6 +102,11 @@ def _refusal(reader: StreamReader, header: dict) -> str | None:
     return None
 
 
+def _plan_digests(reader: StreamReader) -> list[str]:
+    """The digests of the plan whose push a results stream records (its header says)."""
+    return [d["sha256"] for d in (reader.headers[0].get("plan") or [])] if reader.headers else []
+
+
 def _keep_unfinished(output: str | None, resume: str | None, plan: list[dict]) -> None:
     """An -o file holding the results of an unfinished push of this plan is an audit record of
     changes Zivver may have taken: it is never overwritten unasked (nothing was sent)."""
@@ -116,7 +121,7 @@ def _keep_unfinished(output: str | None, resume: str | None, plan: list[dict]) -
             pass
     except StreamError:
         return  # not a results stream: not ours to keep
-    earlier = [d["sha256"] for d in (reader.headers[0].get("plan") or [])] if reader.headers else []
+    earlier = _plan_digests(reader)
     if not reader.complete and earlier == [d["sha256"] for d in plan]:
         raise ZivsyncError(f"{output} holds the results of an unfinished push of this plan: continue it with "
                            f"--resume {output} -o NEW.jsonl, or start over with --force (nothing was sent)")
@@ -130,7 +135,7 @@ def _applied_before(path: str, plan: list[dict]) -> set[str]:
             r["status"] == "skipped" and (r.get("message") or "").startswith(RESUMED))}
     except StreamError as error:
         raise ZivsyncError(f"cannot resume from {path}: {error}") from None
-    earlier = [d["sha256"] for d in (reader.headers[0].get("plan") or [])] if reader.headers else []
+    earlier = _plan_digests(reader)
     if earlier != [d["sha256"] for d in plan]:
         # A change's id is its content: the same suspension planned again months later has the
         # same id, and must not be skipped because another plan's push once applied it.

@@ -35,11 +35,16 @@ def test_a_push_stopped_half_way_says_how_far_it_got(tmp_path, signum, code):
         push = subprocess.Popen(executable("zivsync-push") + [
             "-i", str(tmp_path / "plan.jsonl"), "--apply", "--state", str(tmp_path / "state"), "--rate-limit", "1000",
             "-o", str(results)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not results.exists() or results.read_bytes().count(b"\n") < 3):
-            time.sleep(0.05)
-        push.send_signal(signum)
-        _, stderr = push.communicate(timeout=60)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (not results.exists() or results.read_bytes().count(b"\n") < 3):
+                time.sleep(0.05)
+            push.send_signal(signum)
+            _, stderr = push.communicate(timeout=60)
+        finally:  # stopped by its pid whatever happened above
+            if push.poll() is None:
+                push.kill()
+                push.communicate()
     stderr = stderr.decode()
     written = [r for r in read_jsonl(results) if r["type"] == "result"]
     applied = sum(r["status"] == "applied" for r in written)
@@ -63,9 +68,14 @@ def test_every_executable_exits_128_plus_the_signal(signum, code):
     """A stage waiting for its input (no pipe ever closes): the signal ends it, never with exit 1."""
     stage = subprocess.Popen(executable("zivsync-validate") + ["-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
-    time.sleep(1.0)  # started and reading
-    stage.send_signal(signum)
-    _, stderr = stage.communicate(timeout=30)
+    try:
+        time.sleep(1.0)  # started and reading
+        stage.send_signal(signum)
+        _, stderr = stage.communicate(timeout=30)
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+            stage.communicate()
     assert stage.returncode == code, stderr
     assert b"Traceback" not in stderr
 

@@ -26,7 +26,7 @@ from typing import Iterable
 import msgspec
 
 from . import schema
-from .dn import under
+from .dn import domain_of_dn, under
 
 SELF_PRINCIPALS = frozenset({"nt authority\\self", "self"})
 SID_PATTERN = re.compile(r"^s-1-\d+(-\d+)+$")
@@ -282,17 +282,23 @@ class Directory:
             return None
         netbios = ((self.authorities.get(source) or {}).get("scope") or {}).get("netbios")
         if not netbios and dn:
-            netbios = next((part.strip()[3:] for part in dn.split(",") if part.strip().lower().startswith("dc=")), None)
+            netbios = next(iter(domain_of_dn(dn)), None)
         return f"{netbios}\\{sam}" if netbios else None
 
     def members(self, group_key: str) -> frozenset[str]:
         """Every person in a group, through nested groups, each group visited once (cycles end)."""
-        if group_key in self._members:
-            return self._members[group_key]
-        people: set[str] = set()
-        seen, pending = {group_key}, [group_key]
+        if group_key not in self._members:
+            self._members[group_key] = frozenset(self.member_paths(group_key))
+        return self._members[group_key]
+
+    def member_paths(self, group_key: str) -> dict[str, tuple[str, ...]]:
+        """Every person in a group, through nested groups (cycles end), each with the chain of
+        group names that makes them one (the group itself first): the reason a delegate is one."""
+        paths: dict[str, tuple[str, ...]] = {}
+        start = self.groups[group_key].name if group_key in self.groups else group_key
+        seen, pending = {group_key}, deque([(group_key, (start,))])  # breadth first: the shortest path
         while pending:
-            current = pending.pop()
+            current, path = pending.popleft()
             group = self.groups.get(current)
             for members in (group.members if group else (), self._member_of.get(current, ()),
                             self._member_of.get(group.dn.lower(), ()) if group and group.dn else ()):
@@ -304,35 +310,10 @@ class Directory:
                             continue
                         member = resolved
                     if member in self.persons:
-                        people.add(member)
-                    elif member in self.groups and member not in seen:
-                        seen.add(member)
-                        pending.append(member)
-        self._members[group_key] = frozenset(people)
-        return self._members[group_key]
-
-    def member_paths(self, group_key: str) -> dict[str, tuple[str, ...]]:
-        """Every person in a group, as :meth:`members`, each with the chain of group names that
-        makes them one (the group itself first): the reason a delegate is one."""
-        paths: dict[str, tuple[str, ...]] = {}
-        start = self.groups[group_key].name if group_key in self.groups else group_key
-        seen, pending = {group_key}, deque([(group_key, (start,))])  # breadth first: the shortest path
-        while pending:
-            current, path = pending.popleft()
-            group = self.groups.get(current)
-            for members in (group.members if group else (), self._member_of.get(current, ()),
-                            self._member_of.get(group.dn.lower(), ()) if group and group.dn else ()):
-                for member in members:
-                    if member not in self.persons and member not in self.groups:
-                        member = self.resolve(member)
-                        if member is None:
-                            continue  # counted by members()
-                    if member in self.persons:
                         paths.setdefault(member, path)
                     elif member in self.groups and member not in seen:
                         seen.add(member)
                         pending.append((member, (*path, self.groups[member].name)))
-        self.members(group_key)  # counts the members that resolve to nothing
         return paths
 
     def people_of(self, reference: str) -> frozenset[str] | None:

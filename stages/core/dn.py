@@ -17,3 +17,9 @@ def under(dn: str, ou: str) -> bool:
     """Whether ``dn`` is ``ou`` or below it."""
     dn, ou = canonical(dn), canonical(ou)
     return dn == ou or dn.endswith("," + ou)
+
+
+def domain_of_dn(dn: str) -> tuple[str, ...]:
+    """The DC= parts of a DN, lower case: its domain (corp, example for ...,DC=corp,DC=example)."""
+    return tuple(value for name, _, value in (part.partition("=") for part in canonical(dn).split(","))
+                 if name == "dc")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .account_mapping import Mapping
-from .dn import under
+from .dn import domain_of_dn, under
 from .stream import dumps_canonical
 
 # The order push applies them in (DESIGN.md §5): members of functional accounts are user
@@ -288,7 +288,7 @@ class _Planner:
             scope = ((self.reading.authorities.get(source) or {}).get("scope")) or {}
             # a source judges only DNs of its own domain: an Exchange Online DN (DC=EURPR…,DC=outlook)
             # says nothing about an AD source's base DN, and must not keep a leaver from suspension
-            if not scope.get("base_dn") or _domain_of_dn(entry.dn) != _domain_of_dn(scope["base_dn"]):
+            if not scope.get("base_dn") or domain_of_dn(entry.dn) != domain_of_dn(scope["base_dn"]):
                 continue
             if not under(entry.dn, scope["base_dn"]) \
                     or (scope.get("include_ous") and not any(under(entry.dn, ou) for ou in scope["include_ous"])) \
@@ -513,17 +513,15 @@ class _Planner:
                           f"not made delegates: {', '.join(lost)}: no active account of theirs after this plan "
                           "(see their own changes)")
             after["delegates"] = sorted(kept)
+            if not change["op"].startswith("create_"):
+                current = {self.current_of.get(a, a) for a in before.get("delegates", ())}
+                unchanged = set(kept.values()) == current if change["kind"] == "functional" \
+                    else after["delegates"] == before.get("delegates")
+                if unchanged or not after["delegates"]:  # emptying is a change of its own, not a side effect
+                    del before["delegates"], after["delegates"]
+                    if not after:
+                        dropped.add(id(change))
             self._refresh_delegate_facts(change)
-            if change["op"].startswith("create_"):
-                continue
-            current = {self.current_of.get(a, a) for a in before.get("delegates", ())}
-            unchanged = set(kept.values()) == current if change["kind"] == "functional" \
-                else after["delegates"] == before.get("delegates")
-            if unchanged or not after["delegates"]:  # emptying is a change of its own, not a side effect
-                del before["delegates"], after["delegates"]
-                self._refresh_delegate_facts(change)
-                if not after:
-                    dropped.add(id(change))
         self.changes = [c for c in self.changes if id(c) not in dropped]
 
     def differences(self, d: Account, c: Account) -> tuple[dict, dict]:
@@ -750,11 +748,6 @@ class _Planner:
                 safety.refuse(f"{count} of the {having} managed accounts with a {what} ({100 * count / having:.1f} %) "
                               f"would lose one: more than the limit of {percent:g} % ({option}-percent)")
         return safety
-
-
-def _domain_of_dn(dn: str) -> tuple[str, ...]:
-    """The DC= parts of a DN, lower case: its domain."""
-    return tuple(part.strip()[3:].lower() for part in dn.split(",") if part.strip().lower().startswith("dc="))
 
 
 def _removes(change: dict, field: str) -> bool:
