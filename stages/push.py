@@ -18,6 +18,7 @@ from .cli import ExitStatus, ZivsyncError, option
 from .core import account_mapping as state
 from .core.describe import describe_plan
 from .core.planning import in_dependency_order
+from .core.errors import signals_held
 from .core.stream import Input, StreamError, StreamReader, StreamWriter, input_digests
 from .zivver import client as zivver
 from .zivver.applying import Abort, Pusher, Zivver
@@ -166,10 +167,16 @@ def _push(client, changes, done, mapping, state_dir, output, sources, resume) ->
         with _results_output(output) as (handle, name), \
                 cli.progress("changes pushed", total=len(changes), unit=" changes") as bar:
             writer = StreamWriter(handle, "results", "zivsync-push", header, name, flush_each=True)
-            abort = _apply_all(changes, done, pusher, writer, statuses, bar)
+            try:
+                abort = _apply_all(changes, done, pusher, writer, statuses, bar)
+            except KeyboardInterrupt:  # the audit record ends saying so, not cut off mid-air
+                with signals_held():
+                    writer.close([f"interrupted after {sum(statuses.values())} of {len(changes)} changes"])
+                raise
             writer.close()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: what was applied is recorded; say so, then stop
-        saver.save()
+        with signals_held():
+            saver.save()
         signum = getattr(stop, "signum", signal.SIGINT)
         finished = sum(statuses.values())
         resume = f"zivsync-push --resume {output}" if output and output != "-" else \

@@ -94,7 +94,8 @@ def _run_in(folder: Path, settings: Settings, mailing: mail.MailSettings | None)
                          ", ".join(settings.sources + tuple(str(d) for d in settings.directories)))
             code, stopped = _execute(run, settings, folder)
             plan, results = plan_facts(folder), results_facts(folder)
-            message = outcome_message(code, stopped, plan, results, settings.apply)
+            during = run.stages[-1].name if run.stages and run.stages[-1].exit_code != 0 else ""
+            message = outcome_message(code, stopped, plan, results, settings.apply, during)
             run.save(ended=now_rfc3339(), seconds=round(time.time() - run.started, 3), exit_code=int(code),
                      outcome=outcome_of(code), message=message, plan=plan, results=results)
             cli.log.log(logging.INFO if code == 0 else logging.ERROR, "%s", message)
@@ -156,7 +157,9 @@ def _send(mailing: mail.MailSettings, report: reporting.Report | None, summary: 
     changed = bool(sum((summary.get("plan") or {}).get("changes", {}).values()))
     if not mail.should_send(mailing, changed=changed, problem=summary.get("exit_code") != 0):
         return {"sent": False, "reason": f"--mail-when {mailing.when}"}
-    subject = f"zivsync {summary['outcome']}: {summary['message']}"
+    message, outcome = summary["message"], summary["outcome"]
+    said = message.startswith(f"{outcome} ")  # "interrupted by SIGTERM …": the word once
+    subject = f"zivsync {message}" if said else f"zivsync {outcome}: {message}"
     if report is not None:
         text, page = reporting.describe_report(report), htmlreport.render(report, limit=reporting.SHOWN)
     else:

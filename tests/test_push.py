@@ -207,8 +207,8 @@ def test_push_killed_half_way_and_resumed_applies_everything_once(tmp_path):
         assert 10 <= len(first) < 40 and first[-1]["type"] == "result"  # no end record: it was killed
 
         resumed = tmp_path / "resumed.jsonl"
-        done = sync.stage("zivsync-push", "-i", plan, "--apply", "--state", sync.state, "--resume", results,
-                          "-o", resumed, "--rate-limit", "1000", "--rate-window", "1")
+        sync.stage("zivsync-push", "-i", plan, "--apply", "--state", sync.state, "--resume", results,
+                   "-o", resumed, "--rate-limit", "1000", "--rate-window", "1")
         second = read_jsonl(resumed)[1:-1]
         assert len(second) == 40 and {r["status"] for r in second} <= {"applied", "skipped"}
         skipped = {r["change_id"] for r in second if r["status"] == "skipped"}

@@ -166,7 +166,7 @@ def test_an_applied_run_shows_its_stages_results_and_failures(tmp_path):
     lines = text.splitlines()
     assert lines[0] == f"run {RUN_ID}: PARTIAL: 10 changes applied, 1 failed, 1 conflict"
     assert "  started 2026-11-27T01:33:04Z, ended 2026-11-27T01:34:10Z, 66.1 s, exit code 2" in lines
-    assert "  applied to Zivver (--apply)" in lines
+    assert "  applied to Zivver (--apply): 10 of 12 changes applied" in lines
     assert "  extract-ldap        exit 0        5.2 s  2512 records  → directory-ldap.jsonl" in lines
     assert "      zivsync push --config /srv/zivsync/zivsync.toml" in lines
     assert any(line.startswith("  push ") and "exit 2" in line for line in lines)

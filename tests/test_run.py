@@ -245,9 +245,65 @@ def test_a_terminated_run_says_so(tmp_path):
                 process.kill()
     summary = summary_of(folder)
     assert summary["outcome"] == "interrupted" and summary["exit_code"] == running.TERMINATED
-    assert summary["message"].startswith("stopped by SIGTERM")
+    assert summary["message"] == "interrupted by SIGTERM during snapshot: nothing was applied"
     assert summary["stages"][-1]["name"] == "snapshot" and summary["stages"][-1]["exit_code"] != 0
     assert not stage_processes(folder)  # the stage is gone too, not left running
+
+
+@pytest.mark.parametrize("signum, code, how", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_run_stopped_during_push_reports_how_far_push_got(tmp_path, signum, code, how):
+    """Issue 14: the report of a run stopped half-way through its push gives the push's real
+    seconds and counts ("9 of 12 changes applied"), never None, never "applied to Zivver" as if
+    all were, and says "interrupted" once; run.log keeps push's own last line."""
+    if sys.platform == "win32":
+        pytest.skip("signals to one process are POSIX")
+    config = write_config(tmp_path)
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "0", "--latency", "300",
+                 claimed=CLAIMED) as slow:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")} | slow.env
+        process = subprocess.Popen(executable("zivsync") + ["run", "--config", str(config), "--apply"],
+                                   env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                folders = run_folders(config)
+                results = folders[0] / "results.jsonl" if folders else None
+                if results and results.exists() and results.read_bytes().count(b"\n") >= 3:
+                    break
+                time.sleep(0.05)
+            process.send_signal(signum)  # to the run alone: it passes the signal on to its stage
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == code, stderr
+    folder = run_folders(config)[0]
+    summary = summary_of(folder)
+    written = [r for r in read_jsonl(folder / "results.jsonl") if r["type"] == "result"]
+    applied = sum(r["status"] == "applied" for r in written)
+    planned = sum(summary["plan"]["changes"].values())
+    assert 2 <= len(written) < planned and applied == len(written)
+    push = summary["stages"][-1]
+    assert push["name"] == "push" and push["exit_code"] == code and push["seconds"] > 0.5
+    assert push["records"] == len(written) and push["output"] == "results.jsonl" and push["complete"] is False
+    assert summary["message"] == (f"interrupted by {how} during push: {applied} of {planned} changes applied, "
+                                  f"{planned - applied} not sent (the next zivsync run --apply plans them afresh)")
+    log = (folder / "run.log").read_text(encoding="utf-8")
+    assert "zivsync-push: error: " in log and f"after {len(written)} of {planned} changes; {applied} applied" in log
+    end = read_jsonl(folder / "results.jsonl")[-1]
+    assert end["type"] == "end" and end["complete"] is False
+    text = run("zivsync", "report", folder).stdout.decode()
+    first = text.splitlines()[0]
+    assert first == f"run {folder.name}: INTERRUPTED by {how} during push: {applied} of {planned} changes applied, " \
+                    f"{planned - applied} not sent (the next zivsync run --apply plans them afresh)"
+    assert f"{applied} of {planned} changes applied to Zivver (--apply), then the push was stopped: " \
+           f"{planned - applied} were not sent" in text
+    assert "None" not in text and f"push                exit {code}" in text
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert "None" not in page and "applied to Zivver (--apply)<" not in page
+    banner = page[page.index('class="banner'):].split("</div>", 1)[0]
+    assert banner.lower().count("interrupted") == 1 and f"by {how} during push" in banner
 
 
 def test_a_stage_does_not_outlive_a_killed_run(tmp_path):
@@ -339,7 +395,10 @@ def test_outcome_message():
     assert running.outcome_message(2, "", plan, {"applied": 2, "failed": 1}, True) == \
         "3 changes: 2 applied, 1 failed (exit 2: see the log)"
     assert running.outcome_message(0, "", {"changes": {}}, None, True) == "in sync: nothing to change"
-    assert running.outcome_message(130, "", None, None, True).startswith("interrupted")
+    assert running.outcome_message(130, "", None, None, True) == "interrupted by Ctrl-C: nothing was applied"
+    assert running.outcome_message(143, "", plan, {"applied": 1, "failed": 1}, True, "push") == (
+        "interrupted by SIGTERM during push: 1 of 3 changes applied, 1 failed, 1 not sent "
+        "(the next zivsync run --apply plans them afresh)")
     assert running.outcome_of(3) == "refused" and running.outcome_of(130) == "interrupted"
     assert running.outcome_of(99) == "error"
 

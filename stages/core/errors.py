@@ -6,7 +6,10 @@ the exit code. The README documents the table.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
+from collections.abc import Iterator
 from enum import IntEnum
 
 
@@ -51,3 +54,20 @@ class Interrupted(KeyboardInterrupt):
     @property
     def what(self) -> str:
         return "interrupted (Ctrl-C)" if self.signum == signal.SIGINT else f"stopped by signal {self.signum}"
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """While a stopped command writes down what it had done (the results' end record, the account
+    mapping), a second Ctrl-C or SIGTERM (a run passing on the one it got, systemd stopping the
+    whole group) must not cut that short: they are ignored until it is written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -141,7 +141,7 @@ def _heading(report: Report) -> str:
 
 def _banner(report: Report) -> str:
     return (f"<div class=\"banner {report.severity}\" role=\"status\"><strong>{e(report.outcome.upper())}</strong>"
-            f"{e(report.message)}</div>\n")
+            f"{e(report.message_after_outcome)}</div>\n")
 
 
 def _notes(report: Report) -> str:
@@ -194,6 +194,10 @@ def _stages(report: Report) -> str:
         f"<tbody>\n{rows}</tbody>\n</table>\n"), "stages")
 
 
+def _or_blank(value) -> str:
+    return "" if value is None else str(value)
+
+
 def _stage_row(stage: dict) -> str:
     exit_code, seconds = stage.get("exit_code"), stage.get("seconds")
     failed = exit_code != 0 or stage.get("complete") is False  # no exit code: it did not finish
@@ -204,7 +208,7 @@ def _stage_row(stage: dict) -> str:
     return (f"{row}<td>{e(stage.get('name', '?'))}</td>"
             f"<td class=\"n\">{e('did not finish' if exit_code is None else exit_code)}</td>"
             f"<td class=\"n\">{f'{seconds:.1f}' if isinstance(seconds, (int, float)) else ''}</td>"
-            f"<td class=\"n\">{e(stage.get('records', ''))}</td><td>{e(output)}</td>"
+            f"<td class=\"n\">{e(_or_blank(stage.get('records')))}</td><td>{e(output)}</td>"
             f"<td><code>{e(stage.get('command', ''))}</code></td></tr>\n")
 
 

@@ -319,12 +319,8 @@ def spawn(step: Step, log: IO[bytes] | None = None, *, echo: bool = True, quiet:
             if echo and (not quiet or is_problem(line)):
                 echo = _echo(line)
         code = process.wait()
-    except BaseException:  # interrupted: stop the stage too, it must not go on writing alone
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    except BaseException as error:  # interrupted: stop the stage too, it must not go on writing alone
+        error.stage_exit_code = _stop_and_drain(process, error, log, echo)  # type: ignore[attr-defined]
         raise
     finally:
         if timer:
@@ -333,6 +329,33 @@ def spawn(step: Step, log: IO[bytes] | None = None, *, echo: bool = True, quiet:
         console.log.error("%s did not end within %g s (--stage-timeout): stopped", step.name, timeout)
         return TIMED_OUT
     return 128 - code if code < 0 else code  # killed by signal N: 128+N, as shells say it
+
+
+def _stop_and_drain(process: subprocess.Popen, stop: BaseException, log: IO[bytes] | None, echo: bool) -> int:
+    """Stops a stage with the signal that stopped the run and keeps what it says as it goes: its
+    last line says how far it got (push: "interrupted after 6 of 12 changes …"), which run.log and
+    the console must not lose. Returns its exit code (128 + the signal, as shells say it)."""
+    signum = getattr(stop, "signum", signal.SIGINT) if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM
+    if signum == signal.SIGINT:  # Ctrl-C at a console reached the whole group: the stage is stopping
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=2)
+    if process.poll() is None:
+        # POSIX: the same signal (a stage that already has one ignores it while it writes its
+        # record down); Windows has no signals to send a process: TerminateProcess
+        process.send_signal(signum) if os.name == "posix" else process.terminate()
+    try:
+        _, rest = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, rest = process.communicate()
+    for line in (rest or b"").splitlines(keepends=True):
+        if log is not None:
+            log.write(line)
+            log.flush()
+        if echo:
+            echo = _echo(line)
+    code = process.returncode
+    return 128 - code if code < 0 else code
 
 
 def _echo(line: bytes) -> bool:
@@ -404,14 +427,23 @@ class Run:
         log.info("%s", result.command)
         self.save()
         begun = time.monotonic()
-        result.exit_code = spawn(step, self.log, quiet=self.settings.quiet, timeout=self.settings.stage_timeout)
+        try:
+            result.exit_code = spawn(step, self.log, quiet=self.settings.quiet, timeout=self.settings.stage_timeout)
+        except BaseException as stopped:  # the run interrupted: the stage's real figures still count
+            result.exit_code = getattr(stopped, "stage_exit_code", None)
+            self._finish(step, result, begun)
+            raise
+        self._finish(step, result, begun)
+        log.info("%s: exit %d after %.1f s", step.name, result.exit_code, result.seconds)
+        self.save()
+        return result
+
+    def _finish(self, step: Step, result: StepResult, begun: float) -> None:
         result.seconds = round(time.monotonic() - begun, 3)
         if step.output and (self.folder / step.output).exists():
             result.output = step.output
             result.complete, result.records = stream_facts(self.folder / step.output)
-        log.info("%s: exit %d after %.1f s", step.name, result.exit_code, result.seconds)
         self.save()
-        return result
 
     def _stopped_by(self, step: Step, code: int) -> str:
         if step.name in SOURCES.values():
@@ -464,15 +496,18 @@ def _first_line(path: Path) -> dict | None:
         return None
 
 
-def outcome_message(code: int, stopped: str, plan: dict | None, results: dict | None, apply: bool) -> str:
+def outcome_message(code: int, stopped: str, plan: dict | None, results: dict | None, apply: bool,
+                    during: str = "") -> str:
     """One line saying what the run did, for the summary, the log's last line and the mail."""
     if code in (INTERRUPTED, TERMINATED):
-        how = "interrupted (Ctrl-C)" if code == INTERRUPTED else "stopped by SIGTERM"
-        pushed = ""
-        if results:
-            counts = ", ".join(f"{n} {status}" for status, n in sorted(results.items()))
-            pushed = f"; push had done {sum(results.values())} changes ({counts}): run.log has its last line"
-        return f"{how}: the run stopped before it ended{pushed}"
+        how = "interrupted by Ctrl-C" if code == INTERRUPTED else "interrupted by SIGTERM"
+        where = f" during {during}" if during else ""
+        if results is None:
+            return f"{how}{where}: nothing was applied"
+        planned, done = sum((plan or {}).get("changes", {}).values()), sum(results.values())
+        others = "".join(f", {n} {status}" for status, n in sorted(results.items()) if status != "applied")
+        return (f"{how}{where}: {results.get('applied', 0)} of {planned} changes applied{others}, "
+                f"{planned - done} not sent (the next zivsync run --apply plans them afresh)")
     if stopped:
         return stopped
     changes = sum((plan or {}).get("changes", {}).values())

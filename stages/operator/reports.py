@@ -52,6 +52,7 @@ class Report:
     skips: list[dict] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)
     results_header: dict | None = None
+    results_unfinished: bool = False  # the results stream does not end as a finished push's does
     notes: list[str] = field(default_factory=list)
     tallies: dict[str, dict[str, int]] = field(default_factory=dict)  # stream file -> its end's tally
 
@@ -83,6 +84,20 @@ class Report:
         if self.refused:
             return "refused"
         return "pending" if self.changes else "ok"
+
+    @property
+    def message_after_outcome(self) -> str:
+        """The message, without the outcome word it starts with: "INTERRUPTED by Ctrl-C during
+        push: …", the word said once, in capitals."""
+        message = self.message
+        if message.lower().startswith(self.outcome.lower() + " "):
+            return message[len(self.outcome) + 1:]
+        return message
+
+    @property
+    def headline(self) -> str:
+        rest = self.message_after_outcome
+        return f"{self.outcome.upper()}{' ' if rest != self.message else ': '}{rest}"
 
     @property
     def message(self) -> str:
@@ -128,7 +143,13 @@ class Report:
     def application(self) -> str | None:
         """Whether the plan reached Zivver, in words (None when nothing says)."""
         if self.results_header is not None:
-            return "applied to Zivver (--apply)"
+            applied = self.counts_by_status.get("applied", 0)
+            if not self.results_unfinished:
+                return f"applied to Zivver (--apply): {applied} of {_count(len(self.changes), 'change')} applied"
+            if self.plan_header is None:  # a results stream alone: what the plan held is unknown
+                return f"{applied} changes applied to Zivver (--apply), then the push was stopped before it ended"
+            return (f"{applied} of {_count(len(self.changes), 'change')} applied to Zivver (--apply), then the push "
+                    f"was stopped: {len(self.changes) - len(self.results)} were not sent")
         if not self.is_run or "apply" not in self.summary:
             return None
         if self.summary["apply"]:
@@ -183,6 +204,7 @@ def load(path: str | Path, results: str | Path | None = None) -> Report:
     if results is not None:
         report.results_header, report.results, reasons = _read_stream(results, "results")
         report.notes.extend(reasons)
+        report.results_unfinished = bool(reasons)
         if path is None:  # what a results stream says of its changes is all there is
             report.changes = [{"type": "change", "id": r["change_id"], "op": r["op"], "kind": r["kind"],
                                "email": r["email"], "zivver_id": r["zivver_id"], "before": {}, "after": {}}
@@ -217,6 +239,7 @@ def _load_run(folder: Path) -> Report:
         report.results_header, records, reasons = _read_stream(results, "results")
         report.results = records
         report.notes.extend(reasons)
+        report.results_unfinished = bool(reasons)
     elif report.summary.get("results") is not None:
         report.notes.append(f"{results} is missing, though the summary says the plan was applied")
     report.tallies = stream_tallies(folder)
@@ -293,7 +316,7 @@ def _opened(path: str | Path) -> Iterator[Input]:
 
 def describe_report(report: Report, limit: int | None = SHOWN) -> str:
     """The report as text: the run (its stages), the plan, the results, the safety check."""
-    lines = [f"{report.title}: {report.outcome.upper()}: {report.message}"]
+    lines = [f"{report.title}: {report.headline}"]
     lines += _describe_run(report) if report.is_run else _describe_origin(report.plan_header or {})
     lines += [f"warning: {note}" for note in report.notes]
     if report.plan_header is not None:
