@@ -626,6 +626,7 @@ class Failure:
     retry_after: float | None = None
     exception: str = "Microsoft.Exchange.Data.Storage.TransientException"
     used: int = 0
+    page: bytes | None = None    # answer this web page (text/html) instead: a proxy's or a portal's
 
 
 # --------------------------------------------------------------------------------------------
@@ -921,14 +922,15 @@ class FakeMicrosoft(loopback.Loopback):
 
     def fail(self, target: str, status: int = 500, *, times: int | None = None, message: str | None = None,
              identity: str | None = None, retry_after: float | None = None,
-             exception: str = "Microsoft.Exchange.Data.Storage.TransientException") -> Failure:
+             exception: str = "Microsoft.Exchange.Data.Storage.TransientException",
+             page: bytes | None = None) -> Failure:
         """Make the next ``times`` calls (None: all) of ``target`` fail with ``status``.
         ``target`` is a cmdlet name (InvokeCommand calls and $batch items; ``identity`` narrows it
         to calls with that ``Identity`` parameter), ``"graph"`` (every Graph request) or
         ``"token"`` (the token endpoint, an AADSTS error). A 429 or 503 carries ``Retry-After``
         (``retry_after``, else the fake's). Rules are checked in the order they were added."""
         rule = Failure(target.lower(), status, message or f"Injected failure ({status})", times,
-                       identity.lower() if identity else None, retry_after, exception)
+                       identity.lower() if identity else None, retry_after, exception, page=page)
         with self._lock:
             self._failures.append(rule)
         return rule
@@ -1361,6 +1363,8 @@ class FakeMicrosoft(loopback.Loopback):
         params = self._bind(cmdlet, params, handler[1])
         entry["identity"] = params.get("Identity")
         rule = self._check_failure(cmdlet, params.get("Identity"))
+        if rule and rule.page is not None:  # e.g. a TLS-inspecting proxy's block page, which is HTML
+            raise _Reply(rule.status, rule.page, {"Content-Type": "text/html; charset=utf-8"})
         if rule:
             error = _exchange_error(rule.status, rule.exception, rule.message)
             if rule.status in (429, 503):

@@ -3,9 +3,12 @@ traceback or exit 2 ("some changes failed"). Loopback servers of the wrong proto
 
 from __future__ import annotations
 
+import contextlib
 import socketserver
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from fake_microsoft import FakeMicrosoft, Tenant
 from helpers import EXAMPLES, Sandbox, run
 from stages.cli import ExitStatus
 
@@ -73,28 +76,85 @@ def test_connection_errors_say_the_cause_in_words(tmp_path):
 
 
 def test_a_zivver_url_at_a_web_page_is_exit_4_not_a_traceback():
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"<html><body>Welcome to the portal</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        done = run("zivsync-snapshot", "--zivver-url", f"http://127.0.0.1:{server.server_address[1]}/api/scim/v2",
+    with _portal() as port:
+        done = run("zivsync-snapshot", "--zivver-url", f"http://127.0.0.1:{port}/api/scim/v2",
                    env={"ZIVSYNC_ZIVVER_API_KEY": "k"})
-    finally:
-        server.shutdown()
-        server.server_close()
     assert done.returncode == ExitStatus.UNREACHABLE, done.stderr
     assert "does not answer as Zivver's SCIM API (text/html, not JSON)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+class _Portal(BaseHTTPRequestHandler):
+    """An intranet web page: whatever is asked, 200 and HTML."""
+
+    def _page(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<html><head><title>Intranet portal</title></head><body>Welcome</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _page
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def _portal():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Portal)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_tls_url_at_a_plain_text_port_says_the_server_does_not_speak_tls():
+    """https:// and ldaps:// at a port that answers in plain text (an http:// port, LDAP's 389):
+    OpenSSL's "wrong version number" said in words, exit 4, and not retried."""
+    with _portal() as port:
+        zivver = run("zivsync-snapshot", "--zivver-url", f"https://127.0.0.1:{port}/api/scim/v2", "--timeout", "3",
+                     env={"ZIVSYNC_ZIVVER_API_KEY": "k"})
+        ldap = run("zivsync-extract-ldap", "--url", f"ldaps://127.0.0.1:{port}", "--bind-dn", "cn=reader",
+                   "--base-dn", "DC=corp,DC=example", "--timeout", "3", env={"ZIVSYNC_LDAP_PASSWORD": "p"})
+        onprem = run("zivsync-extract-exchange", "--url", f"https://127.0.0.1:{port}/PowerShell/", "--auth", "basic",
+                     "--username", "svc@corp.example", "--timeout", "5", env={"ZIVSYNC_EXCHANGE_PASSWORD": "p"})
+    for done in (zivver, ldap, onprem):
+        assert done.returncode == ExitStatus.UNREACHABLE, done.stderr
+        assert "does not speak TLS" in done.stderr and "it answered in plain text" in done.stderr, done.stderr
+        assert "certificate verification" not in done.stderr and "Traceback" not in done.stderr
+    assert "(1 attempt)" in zivver.stderr  # a port that speaks another protocol will not learn TLS on a retry
+    assert "ldaps:// needs the DC's LDAPS port (636)" in ldap.stderr
+    assert "is it an http:// port?" in onprem.stderr
+
+
+def test_a_wsman_url_at_a_web_page_says_it_is_not_exchanges_remote_powershell():
+    """pypsrp reads a web page as a broken SOAP message (Basic) or finds no sign-in context (NTLM:
+    KeyError '127.0.0.1'): the user is told what the URL answers instead."""
+    with _portal() as port:
+        answers = [run("zivsync-extract-exchange", "--url", f"http://127.0.0.1:{port}/PowerShell/", *auth,
+                       "--timeout", "5", env={"ZIVSYNC_EXCHANGE_PASSWORD": "p"})
+                   for auth in (("--auth", "ntlm", "--username", "CORP\\svc"),
+                                ("--auth", "basic", "--allow-unencrypted", "--username", "svc@corp.example"))]
+    for done in answers:
+        assert done.returncode == ExitStatus.UNREACHABLE, done.stderr
+        assert (f"http://127.0.0.1:{port}/PowerShell: the server answers HTTP 200, text/html (a web page: Intranet "
+                "portal), not as Exchange's remote PowerShell (WSMan)") in done.stderr, done.stderr
+        assert "KeyError" not in done.stderr and "related id" not in done.stderr
+
+
+def test_an_exchange_online_api_answering_a_web_page_is_exit_4(tmp_path):
+    """A proxy's or portal's page where the admin API should answer: exit 4, saying so."""
+    with FakeMicrosoft(tmp_path / "fake", Tenant.generate(mailboxes=3, shared=1, groups=1, seed=1)) as fake:
+        fake.fail("Get-Mailbox", 200, page=b"<html><head><title>Access denied by policy</title></head></html>")
+        done = run("zivsync-extract-exo", "--tenant", fake.tenant.tenant_id, "--client-id", fake.client_id,
+                   "--authority-host", fake.url, "--exchange-url", fake.exchange_url, "--ca-file", fake.ca_file,
+                   env={"ZIVSYNC_EXO_CLIENT_SECRET": fake.client_secret})
+    assert done.returncode == ExitStatus.UNREACHABLE, done.stderr
+    assert "does not answer as Exchange Online's admin API (text/html, not JSON, HTTP 200 to Get-Mailbox" in done.stderr
+    assert "Access denied by policy" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == b""

@@ -71,3 +71,30 @@ def signals_held() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def causes_of(error: BaseException):
+    """The error and everything it wraps (requests wraps urllib3's, which wraps the socket's)."""
+    seen: set[int] = set()
+    pending: list = [error]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+
+
+# What OpenSSL says when the other end answers a TLS handshake in plain text: it reads the first
+# bytes of "HTTP/1.1 400" or of an LDAP message as a TLS record header with an impossible version
+# (WRONG_VERSION_NUMBER; RECORD_LAYER_FAILURE in OpenSSL 3.2+, PACKET_LENGTH_TOO_LONG for some
+# bytes). Matched as text: ldap3 keeps only the text of the ssl error it wraps.
+_PLAIN_TEXT_AT_TLS = ("wrong_version_number", "wrong version number", "record_layer_failure",
+                      "record layer failure", "packet_length_too_long", "packet length too long")
+
+
+def speaks_no_tls(error: BaseException) -> bool:
+    """Whether a TLS connection failed because the server answered in plain text."""
+    text = " ".join(str(cause) for cause in causes_of(error)).lower()
+    return any(mark in text for mark in _PLAIN_TEXT_AT_TLS)

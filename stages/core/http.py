@@ -28,6 +28,7 @@ from typing import Callable
 import requests
 
 from .. import __version__
+from .errors import causes_of, speaks_no_tls
 
 log = logging.getLogger("zivsync")
 
@@ -218,26 +219,14 @@ class HttpClient:
         self.sleep(min(30.0, 0.5 * 2 ** (failures - 1)) * self._random.uniform(0.5, 1.0))
 
 
-def _causes(error: BaseException):
-    """The error and everything it wraps (requests wraps urllib3's, which wraps the socket's)."""
-    seen: set[int] = set()
-    pending: list = [error]
-    while pending:
-        current = pending.pop(0)
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
-
-
 def _hopeless(error: BaseException) -> bool:
     """A failure that retrying cannot mend: a certificate that does not verify, a name not found."""
     import socket
     import ssl
 
-    return any(isinstance(e, ssl.SSLCertVerificationError)  # a resolver's hiccup (EAI_AGAIN) is retried
-               or isinstance(e, socket.gaierror) and e.errno == socket.EAI_NONAME for e in _causes(error))
+    return speaks_no_tls(error) or any(
+        isinstance(e, ssl.SSLCertVerificationError)  # a resolver's hiccup (EAI_AGAIN) is retried
+        or isinstance(e, socket.gaierror) and e.errno == socket.EAI_NONAME for e in causes_of(error))
 
 
 def in_words(error: BaseException, verify: bool | str = True) -> str:
@@ -246,7 +235,7 @@ def in_words(error: BaseException, verify: bool | str = True) -> str:
     import socket
     import ssl
 
-    for cause in _causes(error):
+    for cause in causes_of(error):
         if isinstance(cause, ssl.SSLCertVerificationError):
             ca = f"the CA file {verify}" if isinstance(verify, str) else "the system's CA store"
             return f"TLS verification failed: {cause.verify_message or cause.reason} (checked against {ca})"
@@ -257,8 +246,15 @@ def in_words(error: BaseException, verify: bool | str = True) -> str:
         if isinstance(cause, (TimeoutError, socket.timeout)) or isinstance(cause, requests.Timeout):
             return "timed out"
         if isinstance(cause, ssl.SSLError):
+            if speaks_no_tls(cause):
+                return NO_TLS
             return f"TLS failed: {cause.reason or cause}"
     return f"connection failed or dropped: {_short(error)}"
+
+
+NO_TLS = ("the server does not speak TLS at that port (it answered in plain text: is the URL's scheme or port "
+          "wrong, http:// given as https://?)")
+
 
 
 def _short(error: Exception) -> str:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from ..core.dn import canonical as _canonical
 from ..core.dn import under as _under
-from ..core.errors import ServerUnreachable, ZivsyncError
+from ..core.errors import ServerUnreachable, ZivsyncError, speaks_no_tls
 
 log = logging.getLogger("zivsync")
 
@@ -428,6 +428,10 @@ class LiveDirectory:
                               "(leave out --allow-plain-ldap)") from None
         except (ldap_errors.LDAPSocketOpenError, ldap_errors.LDAPStartTLSError,
                 ldap_errors.LDAPSocketReceiveError, ldap_errors.LDAPSocketSendError, OSError) as error:
+            if speaks_no_tls(error):
+                raise LdapFailure(f"{url}: the server at {host}:{port} does not speak TLS (it answered in plain "
+                                  "text): ldaps:// needs the DC's LDAPS port (636); port 389 is ldap://, which "
+                                  "zivsync secures with StartTLS") from None
             if _tls_failure(error):
                 raise LdapFailure(f"{url}: TLS certificate verification failed ({_reason(error)}); give the "
                                   "CA that signed the DC's certificate with --ca-file") from None

@@ -275,9 +275,11 @@ class ExchangeApi(HttpClient):
             raise CmdletError("POST", what, status, self.error_message(response))
         try:
             return orjson.loads(response.content)
-        except orjson.JSONDecodeError:  # a proxy's or gateway's page instead of the API's answer
-            raise CmdletError("POST", what, status, "the answer is not JSON: "
-                              + response.content[:200].decode("utf-8", "replace")) from None
+        except orjson.JSONDecodeError:  # a proxy's or gateway's page instead of the API's answer: wrong server
+            kind = response.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
+            start = " ".join(response.content[:200].decode("utf-8", "replace").split())
+            raise ExoFailure(f"{self.base} does not answer as Exchange Online's admin API ({kind}, not JSON, "
+                             f"HTTP {status} to {what}): a proxy's or a portal's page? It begins: {start}") from None
 
     def invoke(self, cmdlet: Cmdlet, select: Iterable[str] = ()) -> Iterator[dict]:
         """Every object the cmdlet returns, page after page (the next page is the same body

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
-from ..core.errors import ServerUnreachable, ZivsyncError
+from ..core.errors import ServerUnreachable, ZivsyncError, speaks_no_tls
 from ..core.http import ApiError
 from .exchangeonline import Cmdlet, CmdletError
 
@@ -90,6 +90,10 @@ class RemotePowerShell:
             raise OnPremFailure(f"{where}: the credentials were refused ({self.endpoint.auth} as "
                                 f"{self.endpoint.username or 'the Kerberos ticket'}): {_line(error)}") from None
         except SSLError as error:
+            if speaks_no_tls(error):
+                raise OnPremFailure(f"{where}: the server at {host}:{port} does not speak TLS (it answered in plain "
+                                    "text): is it an http:// port? Over http://, Kerberos and NTLM encrypt the "
+                                    "messages themselves") from None
             raise OnPremFailure(f"{where}: TLS certificate verification failed ({_line(error)}); give the CA "
                                 "that signed the server's certificate with --ca-file") from None
         except (ConnectionError, Timeout) as error:
@@ -105,10 +109,35 @@ class RemotePowerShell:
             raise OnPremFailure(f"{where}: {self.endpoint.auth} sign-in needs an optional package: "
                                 f"{_line(error)} (pip install 'pyspnego[kerberos]'), or use --auth ntlm") from None
         except Exception as error:  # noqa: BLE001 (pyspnego and pypsrp raise many kinds; all mean: no session)
+            answer = self._not_wsman(where)
+            if answer:
+                raise OnPremFailure(f"{where}: the server answers {answer}, not as Exchange's remote PowerShell "
+                                    "(WSMan): the URL is http(s)://SERVER/PowerShell/") from None
             raise OnPremFailure(f"{where}: cannot open a session ({self.endpoint.auth}): "
                                 f"{type(error).__name__}: {_line(error)}") from None
         log.info("connected to %s (%s)", where, self.endpoint.auth)
         return self
+
+    def _not_wsman(self, where: str) -> str | None:
+        """What the URL answers when it is not a WSMan endpoint (a web page: "HTTP 200, text/html"),
+        asked after a session failed in a way pypsrp does not name (it reads a web page as a broken
+        SOAP message, or finds no sign-in context). A POST without credentials, as pypsrp's first
+        one: IIS's /PowerShell asks for credentials (401), WinRM answers SOAP (application/soap+xml)
+        or encrypted parts (multipart/encrypted), [MS-WSMV] 2.2.9; anything else is not WSMan."""
+        import requests
+
+        endpoint = self.endpoint
+        try:
+            answer = requests.post(where, data=b"", timeout=endpoint.timeout, allow_redirects=False,
+                                   verify=(endpoint.ca_file or True) if endpoint.verify_tls else False,
+                                   headers={"Content-Type": "application/soap+xml;charset=UTF-8"})
+        except requests.RequestException:
+            return None
+        kind = answer.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if answer.status_code == 401 or kind in ("application/soap+xml", "multipart/encrypted"):
+            return None
+        return f"HTTP {answer.status_code}{f', {kind}' if kind else ''}" + (
+            f" (a web page: {_title(answer.text)})" if kind == "text/html" and _title(answer.text) else "")
 
     def _wsman(self, https: bool, host: str, port: int, path: str):
         from pypsrp.wsman import WSMan
@@ -298,6 +327,15 @@ def _object_of(message: str) -> str:
     start = message.find("'")
     end = message.find("'", start + 1)
     return message[start + 1:end] if 0 <= start < end else ""
+
+
+def _title(page: str) -> str:
+    """A web page's title, or the start of its text, to say which page answered."""
+    import re
+
+    found = re.search(r"<title[^>]*>(.*?)</title>", page, re.I | re.S) or re.search(r"<body[^>]*>(.*?)<", page,
+                                                                                     re.I | re.S)
+    return _line(found.group(1))[:80] if found and found.group(1).strip() else ""
 
 
 def _line(text) -> str:

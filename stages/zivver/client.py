@@ -120,7 +120,7 @@ class Client(HttpClient):
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:  # a web page where the API should be (a portal, a login page)
-            kind = response.headers.get("Content-Type", "no content type")
+            kind = response.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
             raise NotScim(method, path, status, f"{self.base} does not answer as Zivver's SCIM API ({kind}, not "
                                                  "JSON): is the URL right? It ends in /api/scim/v2") from None
 
