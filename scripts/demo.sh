@@ -19,7 +19,10 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }  # print a command, then run it
 
 step "Start a local Zivver (zivsync-sandbox), holding Fabrikam's accounts as they are today"
+# Fabrikam's Zivver organisation claims three domains; zivsync manages two of them (the config's
+# claimed_domains) and leaves fabrikam-legacy.org, and the account Zivver holds there, alone.
 zivsync-sandbox --port 0 --seed examples/current.jsonl --rate-limit 1000 --rate-window 1 \
+    --claimed-domain fabrikam.example --claimed-domain fabrikam.nl --claimed-domain fabrikam-legacy.org \
     > "$out/sandbox.url" 2> "$out/sandbox.log" &
 sandbox=$!
 trap 'kill $sandbox 2>/dev/null; wait $sandbox 2>/dev/null || true' EXIT

@@ -732,9 +732,9 @@ def ldif_text() -> str:
 CONFIG_TOML = """\
 # zivsync configuration for the bundled Fabrikam demo (written by scripts/make_examples.py).
 #
-# Fabrikam owns three mail domains. Only the two below are claimed in its Zivver organisation,
-# so only addresses in them become accounts, aliases or delegates; anything in
-# fabrikam-legacy.org (the pre-merger domain) is dropped by normalize and left alone by diff.
+# Fabrikam owns three mail domains. zivsync manages the two below, so only addresses in them
+# become accounts, aliases or delegates; fabrikam-legacy.org (the pre-merger domain, still
+# claimed in Zivver for the one account left there) is dropped by normalize and left alone by diff.
 claimed_domains = ["fabrikam.example", "fabrikam.nl"]
 
 [extract-ldap]

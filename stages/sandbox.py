@@ -38,8 +38,9 @@ Example:
 @option("--claimed-domain", "claimed_domains", multiple=True, required=True, metavar="DOMAIN",
         help="A domain claimed by the organisation (repeatable): addresses elsewhere are refused, as Zivver does.")
 @option("--seed", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
-        help="Start with the accounts of this accounts stream (a snapshot, or a desired stream). "
-             "Ignored when the --state file exists.")
+        help="Start with the accounts of this accounts stream (a snapshot, or a desired stream); every "
+             "address and alias in it must be in a claimed domain, as in Zivver. Ignored when the --state file "
+             "exists.")
 @option("--state", "state_file", type=click.Path(dir_okay=False), metavar="FILE",
         help="Keep the state in this JSON file: loaded at start when it exists, rewritten (atomically) "
              "after every write. It holds the SSO keys: keep it private.")

@@ -8,7 +8,7 @@ import shutil
 import orjson
 import pytest
 
-from helpers import EXAMPLES, Sandbox, read_jsonl, run, sync_into_sandbox, write_stream
+from helpers import EXAMPLES, FABRIKAM_ZIVVER, Sandbox, read_jsonl, run, sync_into_sandbox, write_stream
 from stages.core.directory import Scope, normalize
 from stages.sources.activedirectory import Scope as LdapScope
 from stages.sources.exchangeonline import Scope as ExchangeScope
@@ -45,7 +45,7 @@ def test_ldap_alone_leaves_delegates_as_zivver_has_them_and_converges(tmp_path):
     current = read_jsonl(EXAMPLES / "current.jsonl")
     delegates_before = {r["email"]: r["delegates"] for r in current if r["type"] == "account"}
     after = sync_into_sandbox([EXAMPLES / "directory-ldap.jsonl"], CLAIMED, tmp_path, seed=EXAMPLES / "current.jsonl",
-                              diff_args=("--max-suspend-percent", "100"))
+                              diff_args=("--max-suspend-percent", "100"), zivver_claims=FABRIKAM_ZIVVER)
     plan = read_jsonl(tmp_path / "plan.jsonl")
     ops = [(r["op"], r["email"]) for r in plan if r["type"] == "change"]
     # the only functional account emptied is the one gone from the directory (as in a full run)
@@ -162,7 +162,7 @@ def sample_plan(tmp_path_factory):
     for name in ("directory-ldap.jsonl", "directory-exchange.jsonl"):  # as a run folder holds them
         shutil.copy(EXAMPLES / name, folder / name)
     sync_into_sandbox([EXAMPLES / "directory-ldap.jsonl", EXAMPLES / "directory-exchange.jsonl"], CLAIMED, folder,
-                      seed=EXAMPLES / "current.jsonl")
+                      seed=EXAMPLES / "current.jsonl", zivver_claims=FABRIKAM_ZIVVER)
     return folder
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from fake_microsoft import FakeMicrosoft, Tenant
-from helpers import API_KEY, EXAMPLES, Sandbox, read_jsonl, run
+from helpers import FABRIKAM_ZIVVER, API_KEY, EXAMPLES, Sandbox, read_jsonl, run
 from samba_dc import ADMIN_NT, ADMIN_PASSWORD, BASE_DN
 
 from stages.cli import ExitStatus
@@ -21,7 +21,7 @@ def check(config, *args, env=None):
 
 @pytest.fixture
 def sandbox():
-    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "1000", claimed=CLAIMED) as server:
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "1000", claimed=FABRIKAM_ZIVVER) as server:
         yield server
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import filelock
 import pytest
 import testcerts
-from helpers import API_KEY, EXAMPLES, Sandbox, executable, read_jsonl, run
+from helpers import FABRIKAM_ZIVVER, API_KEY, EXAMPLES, Sandbox, executable, read_jsonl, run
 
 from stages.operator import nightly as running
 
@@ -63,7 +63,7 @@ def accounts(sandbox: Sandbox, folder: Path) -> dict[str, dict]:
 
 @pytest.fixture
 def sandbox():
-    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "1000", claimed=CLAIMED) as server:
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "1000", claimed=FABRIKAM_ZIVVER) as server:
         yield server
 
 
@@ -235,7 +235,7 @@ def test_a_terminated_run_says_so(tmp_path):
     if sys.platform == "win32":
         pytest.skip("SIGTERM is POSIX")
     config = write_config(tmp_path)
-    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=CLAIMED) as slow:  # ms
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=FABRIKAM_ZIVVER) as slow:  # ms
         process, folder = run_waiting_in_snapshot(config, slow)
         try:
             process.send_signal(signal.SIGTERM)
@@ -259,7 +259,7 @@ def test_a_run_stopped_during_push_reports_how_far_push_got(tmp_path, signum, co
         pytest.skip("signals to one process are POSIX")
     config = write_config(tmp_path)
     with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "0", "--latency", "300",
-                 claimed=CLAIMED) as slow:
+                 claimed=FABRIKAM_ZIVVER) as slow:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")} | slow.env
         process = subprocess.Popen(executable("zivsync") + ["run", "--config", str(config), "--apply"],
                                    env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -311,7 +311,7 @@ def test_a_stage_does_not_outlive_a_killed_run(tmp_path):
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_PDEATHSIG is Linux's")
     config = write_config(tmp_path)
-    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=CLAIMED) as slow:  # ms
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=FABRIKAM_ZIVVER) as slow:  # ms
         process, folder = run_waiting_in_snapshot(config, slow)
         process.kill()
         process.wait(timeout=10)
@@ -505,10 +505,10 @@ def test_a_leftover_resume_variable_changes_nothing(tmp_path):
     """ZIVSYNC_RESUME in the environment must not make a nightly push skip changes."""
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir(), second.mkdir()
-    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "1000", claimed=CLAIMED) as one:
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "1000", claimed=FABRIKAM_ZIVVER) as one:
         assert zivsync_run(write_config(first), "--apply", env=one.env).returncode == 0
     earlier = run_folders(first / "zivsync.toml")[0] / "results.jsonl"
-    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "1000", claimed=CLAIMED) as two:
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "1000", claimed=FABRIKAM_ZIVVER) as two:
         done = zivsync_run(write_config(second), "--apply", env=two.env | {"ZIVSYNC_RESUME": str(earlier),
                                                                            "ZIVSYNC_CHECK": "1"})
     assert done.returncode == 0, done.stderr
@@ -558,7 +558,7 @@ directories = [{json.dumps(str(EXAMPLES / "directory-ldap.jsonl"))}]
 
 def test_a_stage_that_hangs_is_stopped(tmp_path):
     config = write_config(tmp_path)
-    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=CLAIMED) as slow:  # ms
+    with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=FABRIKAM_ZIVVER) as slow:  # ms
         done = zivsync_run(config, "--stage-timeout", "3", env=slow.env)
     assert done.returncode == running.TIMED_OUT, done.stderr
     summary = summary_of(run_folders(config)[0])

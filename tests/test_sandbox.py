@@ -519,6 +519,21 @@ def test_a_seed_with_one_address_twice_is_refused(tmp_path):
     assert done.returncode == 1 and "shared@example.com" in done.stderr
 
 
+def test_a_seed_account_outside_the_claimed_domains_is_refused_as_zivver_would(tmp_path):
+    """Issue 14: Zivver makes no account or alias outside the organisation's claimed domains (400
+    "Account is outside the organization", "Domain Not Owned"): nor does a seed. The error names
+    file, line and field; nothing is served."""
+    seed = write_stream(tmp_path / "seed.jsonl", "accounts", [
+        account("ann@example.com"), account("tim@legacy.example"), account("bob@example.com")])
+    done = run("zivsync-sandbox", *CLAIMED, "--seed", seed, env={"ZIVSYNC_ZIVVER_API_KEY": KEY}, timeout=10)
+    assert done.returncode == 1 and done.stdout == b""
+    assert (f"{seed}:3: email: tim@legacy.example is outside the sandbox's claimed domains (example.com, example.nl)"
+            in done.stderr), done.stderr
+    alias = write_stream(tmp_path / "alias.jsonl", "accounts", [account("ann@example.com", aliases=["a@legacy.example"])])
+    done = run("zivsync-sandbox", *CLAIMED, "--seed", alias, env={"ZIVSYNC_ZIVVER_API_KEY": KEY}, timeout=10)
+    assert done.returncode == 1 and f"{alias}:2: aliases: a@legacy.example is outside" in done.stderr
+
+
 def test_state_persists_across_a_restart(start, tmp_path):
     state_file = tmp_path / "sandbox.json"
     seed = write_stream(tmp_path / "seed.jsonl", "accounts", [account("ann@example.com", name="Ann")])

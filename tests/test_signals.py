@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import EXAMPLES, Sandbox, executable, read_jsonl, run
+from helpers import FABRIKAM_ZIVVER, EXAMPLES, Sandbox, executable, read_jsonl, run
 
 CLAIMED = ("fabrikam.example", "fabrikam.nl")
 DOMAINS = [arg for domain in CLAIMED for arg in ("--claimed-domain", domain)]
@@ -20,7 +20,7 @@ DOMAINS = [arg for domain in CLAIMED for arg in ("--claimed-domain", domain)]
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_push_stopped_half_way_says_how_far_it_got(tmp_path, signum, code):
     with Sandbox("--rate-limit", "0", "--latency", "250", "--seed", EXAMPLES / "current.jsonl",
-                 claimed=CLAIMED) as sandbox:
+                 claimed=FABRIKAM_ZIVVER) as sandbox:
         for name, args in [
             ("zivsync-normalize", ["-i", EXAMPLES / "directory-ldap.jsonl", "-i", EXAMPLES / "directory-exchange.jsonl",
                                    *DOMAINS, "-o", tmp_path / "desired.jsonl"]),
@@ -81,7 +81,7 @@ def test_every_executable_exits_128_plus_the_signal(signum, code):
 
 
 def test_results_carry_the_http_status_of_the_request_that_applied_them(tmp_path):
-    with Sandbox("--rate-limit", "0", "--seed", EXAMPLES / "current.jsonl", claimed=CLAIMED) as sandbox:
+    with Sandbox("--rate-limit", "0", "--seed", EXAMPLES / "current.jsonl", claimed=FABRIKAM_ZIVVER) as sandbox:
         for name, args in [
             ("zivsync-normalize", ["-i", EXAMPLES / "directory-ldap.jsonl", "-i", EXAMPLES / "directory-exchange.jsonl",
                                    *DOMAINS, "-o", tmp_path / "desired.jsonl"]),

@@ -139,6 +139,7 @@ class StreamReader:
         self.kinds = tuple(kinds) if kinds else schema.STREAM_KINDS
         self.collect = collect
         self.typed = typed  # yield msgspec Structs (compact, decoded and checked in one pass) instead of dicts
+        self.file, self.line = "", 0  # where the record last yielded is: for errors that name file and line
         self.segments: list[Segment] = []
         self.problems: list[Problem] = []
 
@@ -168,6 +169,7 @@ class StreamReader:
         self.problems.append(problem)
 
     def _read(self, source: Input) -> Iterator[dict]:
+        self.file = source.name
         segment: Segment | None = None
         closed = False  # the current segment saw its end record
         decode = unique = None  # the quick way, for typed reading: set for each segment
@@ -183,6 +185,7 @@ class StreamReader:
                     checker = unique.get(type(typed))
                     if checker is None or checker.distinct(typed):
                         segment.count += 1
+                        self.line = number
                         yield typed
                         continue
             try:
@@ -208,6 +211,7 @@ class StreamReader:
                         source.name, number, f"is not a record type of a {segment.kind} stream",
                         record_type, "type"))
                 elif checker.valid(record) or self._valid(source, number, segment.kind, record):
+                    self.line = number
                     yield self._typed(source, number, checker, record) if self.typed else record
             elif record_type == "header":
                 if not self._valid(source, number, "plan", record):  # one header schema for all kinds

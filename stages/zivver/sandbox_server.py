@@ -56,7 +56,7 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -951,6 +951,22 @@ def serve(port: int, claimed_domains: Iterable[str], seed: str | None, state_fil
     sandbox.lock.acquire()  # never leave with a state file half written; requests in flight end with us
 
 
+def _claimed_only(reader: StreamReader, state: State) -> Iterator[dict]:
+    """A seed's accounts, each checked as Zivver checks an account it makes: its address and its
+    aliases in a claimed domain (400 "Account is outside the organization", "Domain Not Owned"):
+    a sandbox must not hold what no Zivver organisation could. The error names file, line, field."""
+    claimed = ", ".join(sorted(state.claimed)) or "none"
+    for record in reader:
+        if record.get("type") == "account":
+            for field, address in [("email", record["email"]), *(("aliases", a) for a in record["aliases"])]:
+                if not state.claims(address):
+                    raise ZivsyncError(
+                        f"{reader.file}:{reader.line}: {field}: {address} is outside the sandbox's claimed domains "
+                        f"({claimed}): Zivver holds no account or alias there. Claim its domain with "
+                        "--claimed-domain (a domain Zivver knows but zivsync leaves alone is claimed here too)")
+        yield record
+
+
 def initial_state(claimed_domains: Iterable[str], seed: str | None, state_file: Path | None) -> State:
     state = State(claimed_domains)
     try:
@@ -967,7 +983,7 @@ def initial_state(claimed_domains: Iterable[str], seed: str | None, state_file: 
             return state
         if seed:
             reader = StreamReader([Input.open(seed)], ["accounts"])
-            for warning in state.seed(reader):
+            for warning in state.seed(_claimed_only(reader, state)):
                 log.warning("seed: %s", warning)
             for reason in reader.incomplete_reasons:
                 log.warning("seed: incomplete stream: %s", reason)
