@@ -194,3 +194,5 @@ def test_tls_verified_against_the_system_store_by_default(served):
                env={"ZIVSYNC_EXCHANGE_PASSWORD": fake.password})
     assert done.returncode == ExitStatus.UNREACHABLE  # the test CA is nobody's system CA
     assert "TLS certificate verification failed" in done.stderr and "--ca-file" in done.stderr
+    assert "issued by CN=zivsync fake Exchange test CA; checked against the system CA store" in done.stderr
+    assert "HTTPSConnectionPool" not in done.stderr  # ssl's reason, not requests' wrapping of it

@@ -226,6 +226,8 @@ def test_unreachable(samba_dc):
 def test_tls_verification_failure(samba_dc):
     done = extract(samba_dc, ca=samba_dc.tls["other_ca"], expect=ExitStatus.UNREACHABLE)
     assert "TLS certificate verification failed" in done.stderr and "--ca-file" in done.stderr
+    assert "the server presented CN=dc1.corp.example.test, issued by CN=zivsync test CA" in done.stderr
+    assert f"checked against the CA file {samba_dc.tls['other_ca']}" in done.stderr
     assert done.stdout == b""
     starttls = extract(samba_dc, ca=samba_dc.tls["other_ca"], url=samba_dc.ldap_url, expect=ExitStatus.UNREACHABLE)
     assert "TLS certificate verification failed" in starttls.stderr

@@ -9,6 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fake_microsoft import FakeMicrosoft, Tenant
+import testcerts
 from helpers import EXAMPLES, Sandbox, run
 from stages.cli import ExitStatus
 
@@ -158,3 +159,17 @@ def test_an_exchange_online_api_answering_a_web_page_is_exit_4(tmp_path):
     assert "does not answer as Exchange Online's admin API (text/html, not JSON, HTTP 200 to Get-Mailbox" in done.stderr
     assert "Access denied by policy" in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == b""
+
+
+def test_a_certificate_that_does_not_verify_is_named_with_the_ca_file_used(tmp_path):
+    """Issue 14: TLS verification failed, with the certificate's subject and issuer and the CA file
+    it was checked against (here Exchange Online's fake, checked against another CA)."""
+    other = tmp_path / "other-ca.pem"
+    testcerts.other_ca(other)
+    with FakeMicrosoft(tmp_path / "fake", Tenant.generate(mailboxes=3, shared=1, groups=1, seed=1)) as fake:
+        done = run("zivsync-extract-exo", "--tenant", fake.tenant.tenant_id, "--client-id", fake.client_id,
+                   "--authority-host", fake.url, "--exchange-url", fake.exchange_url, "--ca-file", other,
+                   env={"ZIVSYNC_EXO_CLIENT_SECRET": fake.client_secret})
+    assert done.returncode == ExitStatus.UNREACHABLE, done.stderr
+    assert "TLS certificate verification failed (" in done.stderr, done.stderr
+    assert "issued by CN=zivsync fake Microsoft test CA" in done.stderr and f"the CA file {other}" in done.stderr

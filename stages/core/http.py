@@ -24,11 +24,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
+from urllib.parse import urlsplit
 
 import requests
 
 from .. import __version__
 from .errors import causes_of, speaks_no_tls
+from .tls import verification_failed
 
 log = logging.getLogger("zivsync")
 
@@ -155,7 +157,7 @@ class HttpClient:
                     raise Uncertain(method, path, None, reason) from None
                 failures += 1
                 if failures > self.retries or _hopeless(error):
-                    raise Unreachable(method, path, None, f"{in_words(error, self.session.verify)} "
+                    raise Unreachable(method, path, None, f"{in_words(error, self.session.verify, absolute)} "
                                                           f"({failures} attempt{'s' if failures > 1 else ''})") from None
                 self._back_off(failures)
                 continue
@@ -229,16 +231,17 @@ def _hopeless(error: BaseException) -> bool:
         or isinstance(e, socket.gaierror) and e.errno == socket.EAI_NONAME for e in causes_of(error))
 
 
-def in_words(error: BaseException, verify: bool | str = True) -> str:
+def in_words(error: BaseException, verify: bool | str = True, url: str = "") -> str:
     """A connection failure said in words, its cause first: connection refused, name not found,
-    timed out, TLS verification failed (with the certificate's problem and the CA file used)."""
+    timed out, TLS verification failed (why, the certificate the server presented, the CA file)."""
     import socket
     import ssl
 
     for cause in causes_of(error):
         if isinstance(cause, ssl.SSLCertVerificationError):
-            ca = f"the CA file {verify}" if isinstance(verify, str) else "the system's CA store"
-            return f"TLS verification failed: {cause.verify_message or cause.reason} (checked against {ca})"
+            parts = urlsplit(url)
+            return verification_failed(cause.verify_message or str(cause.reason), parts.hostname or "",
+                                       parts.port or 443, verify if isinstance(verify, str) else None)
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused (nothing listens at that address and port)"
         if isinstance(cause, socket.gaierror):

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from ..core.dn import canonical as _canonical
 from ..core.dn import under as _under
 from ..core.errors import ServerUnreachable, ZivsyncError, speaks_no_tls
+from ..core.tls import verification_failed
 
 log = logging.getLogger("zivsync")
 
@@ -433,8 +434,10 @@ class LiveDirectory:
                                   "text): ldaps:// needs the DC's LDAPS port (636); port 389 is ldap://, which "
                                   "zivsync secures with StartTLS") from None
             if _tls_failure(error):
-                raise LdapFailure(f"{url}: TLS certificate verification failed ({_reason(error)}); give the "
-                                  "CA that signed the DC's certificate with --ca-file") from None
+                failed = verification_failed(_reason(error), host, port if scheme == "ldaps" else None,
+                                             self.server.ca_file)
+                hint = "give the CA that signed the DC's certificate with --ca-file"
+                raise LdapFailure(f"{url}: {failed}: {hint}") from None
             raise _Down(_reason(error)) from None
         except (KeyError, IndexError, TypeError, ValueError) as error:  # ldap3's decoder on an answer not LDAP's
             raise LdapFailure(f"{url}: the server at {host}:{port} does not speak LDAP (its answer is no LDAP "

@@ -29,7 +29,7 @@ import orjson
 import requests
 
 from ..core.errors import ServerUnreachable, ZivsyncError
-from ..core.http import MAX_WAIT, ApiError, AuthError, HttpClient
+from ..core.http import MAX_WAIT, ApiError, AuthError, HttpClient, in_words
 
 log = logging.getLogger("zivsync")
 
@@ -154,7 +154,7 @@ class Tokens:
         self.login, self.cloud = login, cloud
         self.prompt = prompt or (lambda text: log.warning("%s", text))
         session = _VerifyingSession()
-        session.verify = verify
+        session.verify = self.verify = verify
         authority = f"{cloud.authority_host.rstrip('/')}/{login.tenant}"
         host = urlsplit(cloud.authority_host).hostname or ""
         options = dict(authority=authority, http_client=session, timeout=timeout,
@@ -167,10 +167,10 @@ class Tokens:
             else:
                 self.app = msal.ConfidentialClientApplication(login.client_id, client_credential=login.credential(),
                                                               **options)
+        except requests.RequestException as error:  # first: requests' errors are OSErrors too
+            raise ExoFailure(f"cannot reach {authority}: {in_words(error, verify, authority)}") from None
         except (ValueError, TypeError, OSError) as error:  # a bad key, PFX or (missing) passphrase
             raise ExoFailure(f"cannot set up the sign-in to {authority}: {_first_line(error)}") from None
-        except requests.RequestException as error:
-            raise ExoFailure(f"cannot reach {authority}: {_first_line(error)}") from None
 
     def token(self, resource: str, renew: bool = False) -> str:
         scopes = [f"{resource.rstrip('/')}/.default"]
@@ -179,7 +179,7 @@ class Tokens:
                 result = self._acquire(scopes, renew)
             except requests.RequestException as error:
                 raise ExoFailure(f"cannot reach the sign-in service {self.cloud.authority_host}: "
-                                 f"{_first_line(error)}") from None
+                                 f"{in_words(error, self.verify, self.cloud.authority_host)}") from None
             except ValueError as error:
                 raise ExoFailure(f"sign-in failed: {_first_line(error)}") from None
         if "access_token" not in result:

@@ -19,7 +19,8 @@ from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
-from ..core.errors import ServerUnreachable, ZivsyncError, speaks_no_tls
+from ..core.errors import ServerUnreachable, ZivsyncError, causes_of, speaks_no_tls
+from ..core.tls import verification_failed
 from ..core.http import ApiError
 from .exchangeonline import Cmdlet, CmdletError
 
@@ -94,8 +95,9 @@ class RemotePowerShell:
                 raise OnPremFailure(f"{where}: the server at {host}:{port} does not speak TLS (it answered in plain "
                                     "text): is it an http:// port? Over http://, Kerberos and NTLM encrypt the "
                                     "messages themselves") from None
-            raise OnPremFailure(f"{where}: TLS certificate verification failed ({_line(error)}); give the CA "
-                                "that signed the server's certificate with --ca-file") from None
+            failed = verification_failed(_certificate_reason(error), host, port, self.endpoint.ca_file)
+            raise OnPremFailure(f"{where}: {failed}: give the CA that signed the server's certificate with "
+                                "--ca-file") from None
         except (ConnectionError, Timeout) as error:
             raise OnPremFailure(f"{where}: the server is not reachable: {_line(error)}") from None
         except WSManFaultError as error:
@@ -327,6 +329,16 @@ def _object_of(message: str) -> str:
     start = message.find("'")
     end = message.find("'", start + 1)
     return message[start + 1:end] if 0 <= start < end else ""
+
+
+def _certificate_reason(error: BaseException) -> str:
+    """ssl's reason ("unable to get local issuer certificate"), not requests' wrapping of it."""
+    import ssl
+
+    for cause in causes_of(error):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause.verify_message or str(cause.reason)
+    return _line(error)
 
 
 def _title(page: str) -> str:
