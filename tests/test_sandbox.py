@@ -669,3 +669,27 @@ def test_state_rules_are_plain_python():
     assert state.owners == {"a@example.com": ann["id"]}  # the old address is free once given up
     state.delete("User", ann["id"])
     assert state.resources == {} and state.owners == {}
+
+
+def test_a_listing_page_costs_what_is_on_it(monkeypatch):
+    """Issue 18: paging through N accounts renders each once (the listing used to render all N
+    for every page: 50 s for a 100,000-account snapshot); pages stay right across a create and a
+    delete, and a filter finds its account without a scan."""
+    from stages.zivver import sandbox_server
+    from stages.zivver.sandbox_server import USER, State
+
+    state = State(["example.com"], today=lambda: "2026-01-01")
+    made = [state.create_user({"userName": f"u{n:04d}@example.com"})["id"] for n in range(1000)]
+    state.create_group({"externalId": "desk@example.com"})
+    rendered = []
+    monkeypatch.setattr(sandbox_server, "render", lambda r: rendered.append(r["id"]) or r)
+    pages = [state.list(USER, None, first, 100) for first in range(1, 1001, 100)]
+    assert {total for total, _ in pages} == {1000} and len(rendered) == 1000
+    assert [r["id"] for _, page in pages for r in page] == made
+    state.delete(USER, made[0])
+    state.create_user({"userName": "late@example.com"})
+    total, page = state.list(USER, None, 991, 100)
+    assert total == 1000 and [r["userName"] for r in page][-2:] == ["u0999@example.com", "late@example.com"]
+    rendered.clear()
+    assert state.list(USER, "U0500@Example.com") == (1, [state.resources[made[500]]]) and len(rendered) == 1
+    assert state.list(USER, "desk@example.com") == (0, [])  # a group's address is no user's

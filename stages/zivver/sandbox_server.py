@@ -272,13 +272,29 @@ class State:
         self.today = today
         self.resources: dict[str, dict] = {}
         self.owners: dict[str, str] = {}  # lower-case address → id of the account it belongs to
+        self._ids_by_kind: dict[str, list[str]] = {}  # ids in the order made; dropped when one is made or deleted
 
     # -- reading ----------------------------------------------------------------------
-    def list(self, kind: str, address: str | None = None) -> list[dict]:
-        """Every user or group, or those whose address is ``address`` (case-insensitive)."""
-        key = PRIMARY[kind]
-        return [render(r) for r in self.resources.values()
-                if kind_of(r) == kind and (address is None or r[key].lower() == address.lower())]
+    def list(self, kind: str, address: str | None = None, first: int = 1,
+             count: int | None = None) -> tuple[int, list[dict]]:
+        """(how many there are, the page from the ``first``-th (1-based), ``count`` at most or
+        all): every user or group, or the one whose address is ``address`` (case-insensitive).
+        A page costs what is on it: paging through a 100,000-account organisation renders each
+        account once (a listing that rendered everything for every page grew with the square)."""
+        if address is not None:
+            holder = self.resources.get(self.owners.get(address.lower(), ""))
+            ids = [holder["id"]] if holder is not None and kind_of(holder) == kind and \
+                holder[PRIMARY[kind]].lower() == address.lower() else []
+        else:
+            ids = self._ids(kind)
+        chosen = ids[first - 1:] if count is None else ids[first - 1:first - 1 + max(count, 0)]
+        return len(ids), [render(self.resources[rid]) for rid in chosen]
+
+    def _ids(self, kind: str) -> list[str]:
+        ids = self._ids_by_kind.get(kind)
+        if ids is None:  # once after each create or delete, not once a page
+            ids = self._ids_by_kind[kind] = [rid for rid, r in self.resources.items() if kind_of(r) == kind]
+        return ids
 
     def get(self, kind: str, rid: str) -> dict:
         resource = self.resources.get(rid)
@@ -379,6 +395,7 @@ class State:
     def delete(self, kind: str, rid: str) -> None:
         self._writable(kind, rid)
         self._unindex(self.resources.pop(rid))
+        self._ids_by_kind.clear()
         for other in list(self.resources.values()):  # a deleted account is nobody's member any more
             if kind_of(other) == GROUP and any(m["value"] == rid for m in other["members"]):
                 self.resources[other["id"]] = {**other, "members": [m for m in other["members"] if m["value"] != rid]}
@@ -440,6 +457,8 @@ class State:
         old = self.resources.get(resource["id"])
         if old is not None:
             self._unindex(old)
+        else:
+            self._ids_by_kind.clear()
         self.resources[resource["id"]] = resource
         for address in self._addresses_of(resource):
             self.owners[address] = resource["id"]
@@ -810,14 +829,12 @@ class Handler(BaseHTTPRequestHandler):
                 raise ScimError(400, f"Unsupported filter: {params['filter']}")
             address = re.sub(r"\\(.)", r"\1", matched[2])
         start, count = _integer(params.get("startIndex")), _integer(params.get("count"))
-        resources = sandbox.read(sandbox.state.list, kind, address)
-        listing: dict[str, Any] = {"totalResults": len(resources)}
-        if start is None and count is None:  # as the real server answers: everything, no paging keys
-            listing["Resources"] = resources
-            return listing
         first = max(start or 1, 1)
-        page = resources[first - 1:] if count is None else resources[first - 1:first - 1 + max(count, 0)]
-        listing.update({"Resources": page, "startIndex": first, "itemsPerPage": len(page)})
+        total, page = sandbox.read(sandbox.state.list, kind, address, first, count)
+        listing: dict[str, Any] = {"totalResults": total, "Resources": page}
+        if start is None and count is None:  # as the real server answers: everything, no paging keys
+            return listing
+        listing.update({"startIndex": first, "itemsPerPage": len(page)})
         return listing
 
     def _control(self, sandbox: Sandbox, path: str) -> Reply:
