@@ -21,7 +21,7 @@ from .core.planning import in_dependency_order
 from .core.errors import signals_held
 from .core.stream import Input, StreamError, StreamReader, StreamWriter, input_digests
 from .zivver import client as zivver
-from .zivver.applying import Abort, Pusher, Zivver
+from .zivver.applying import Abort, Pusher, Zivver, touched_by
 
 RESUMED = "applied by an earlier run (--resume)"
 
@@ -154,7 +154,8 @@ def _load_mapping(state_dir: str | None) -> state.Mapping:
 
 def _push(client, changes, done, mapping, state_dir, output, sources, resume) -> ExitStatus:
     try:
-        listing = Zivver.listed(client) if changes else Zivver([])  # nothing to do: not even a listing
+        # nothing to do: not even a listing; else all of it, held whole where the plan touches it
+        listing = Zivver.listed(client, keep=touched_by(changes)) if changes else Zivver([])
     except zivver.ZivverError as error:
         raise ZivsyncError(f"cannot read Zivver's accounts: {error}", zivver.exit_status_for(error)) from None
     saver = _MappingSaver(mapping, state_dir)

@@ -41,10 +41,28 @@ class Zivver:
             self.set(account)
 
     @classmethod
-    def listed(cls, client: Client) -> "Zivver":
-        accounts, warnings, problems = scim.snapshot_accounts(client.list("Users"), client.list("Groups"))
-        for warning in warnings:
-            log.warning("%s", warning)
+    def listed(cls, client: Client, keep: Callable[[dict], bool] | None = None) -> "Zivver":
+        """What Zivver holds now. ``keep``: the accounts to hold whole (those a plan touches);
+        every other one is held as its address, id and kind, which is all that delegates and a
+        taken address need: push holds what its plan touches, not all of a 100,000-account Zivver,
+        and no page of the listing longer than it takes to read it."""
+        def compact(read: scim.Read) -> scim.Read:
+            account, notes, problem = read
+            if account is None or keep is None or keep(account):
+                return read
+            return {"zivver_id": account["zivver_id"], "email": account["email"], "kind": account["kind"]}, notes, None
+
+        users = client.list("Users", convert=lambda resource: compact(scim.read_user(resource)))
+        emails = {account["zivver_id"]: account["email"] for account, _, _ in users if account}
+        groups = client.list("Groups", convert=lambda resource: compact(scim.read_group(resource, emails)))
+        accounts, problems = [], []
+        for account, notes, problem in users + groups:
+            if problem:
+                problems.append(problem)
+                continue
+            accounts.append(account)
+            for warning in notes:
+                log.warning("%s", warning)
         if problems:  # what it holds decides what is stale: a guess would apply the wrong change
             raise ListingNotUnderstood("GET", "/Users", None, "Zivver's answer could not be read: "
                                        + "; ".join(problems[:5])
@@ -75,6 +93,15 @@ class Zivver:
             else:
                 missing.append(email)
         return ids, missing
+
+
+def touched_by(changes: list[dict]) -> Callable[[dict], bool]:
+    """Whether a plan's changes touch an account: by its Zivver id, or by an address a change
+    names as an account's own (a create finds the account an earlier run made by its address)."""
+    ids = {change["zivver_id"] for change in changes if change.get("zivver_id")}
+    emails = {address.lower() for change in changes
+              for address in (change["email"], change["before"].get("email"), change["after"].get("email")) if address}
+    return lambda account: account["zivver_id"] in ids or account["email"].lower() in emails
 
 
 def differs(account: dict, fields: dict) -> list[str]:

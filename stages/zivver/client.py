@@ -136,31 +136,32 @@ class Client(HttpClient):
             return self.window
 
     # -- resources -----------------------------------------------------------------------
-    def list(self, resource: str) -> list[dict]:
+    def list(self, resource: str, convert: Callable[[dict], Any] | None = None) -> list:
         """Every User or Group. Pages defensively (reference §3.7): asks for pages, stops when
         it has totalResults or a page adds nothing, copes with a server that ignores paging.
         The read is checked against the ``totalResults`` Zivver states (RFC 7644 §3.4.2: a
         page MAY hold fewer than asked, the total is the whole): fewer, after one more read,
-        raises :class:`ShortListing` carrying what was read."""
-        found, total = self._list_once(resource)
+        raises :class:`ShortListing` carrying what was read. ``convert``: what to keep of each
+        resource, as its page arrives (a reader that needs a little of each need not hold all)."""
+        found, total = self._list_once(resource, convert)
         if len(found) < total:
             log.warning("Zivver's listing of /%s gave %d of the %d it says it has: reading it again", resource,
                         len(found), total)
-            found, total = self._list_once(resource)
+            found, total = self._list_once(resource, convert)
         if len(found) < total:
             raise ShortListing(resource, list(found.values()), total)
         return list(found.values())
 
-    def _list_once(self, resource: str) -> tuple[dict[str, dict], int]:
-        found: dict[str, dict] = {}
+    def _list_once(self, resource: str, convert: Callable[[dict], Any] | None) -> tuple[dict[str, Any], int]:
+        found: dict[str, Any] = {}
         start, total = 1, 0
         with progress(f"{resource} read", unit=f" {resource.lower()}") as bar:
             while True:
                 page = self.request("GET", f"/{resource}", params={"startIndex": start, "count": PAGE_SIZE})
                 items, total = _list_page(resource, page)
                 before = len(found)
-                for item in items:
-                    found[item["id"]] = item  # seen on an earlier page too: the listing moved under us
+                for item in items:  # seen on an earlier page too: the listing moved under us, kept once
+                    found[item["id"]] = convert(item) if convert else item
                 bar.total = total
                 bar.update(len(found) - before)
                 if not items or len(found) >= total or len(found) == before:  # a server ignoring startIndex

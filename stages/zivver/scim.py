@@ -85,6 +85,27 @@ def user_account(resource: dict) -> tuple[dict, list[str]]:
     }, bad_aliases + bad_delegates
 
 
+Read = tuple[dict | None, list[str], str | None]  # (the account, warnings about it, why it was not understood)
+
+
+def read_user(resource: dict) -> Read:
+    """One SCIM User read as an account, never raising: what a listing keeps of each resource."""
+    try:
+        account, bad = user_account(resource)
+    except NotUnderstood as problem:
+        return None, [], str(problem)
+    return account, [f"personal account {account['email']}: {b!r} is no e-mail address, left out" for b in bad], None
+
+
+def read_group(resource: dict, emails: dict[str, str]) -> Read:
+    """One SCIM Group read as an account (``emails``: user id → address), never raising."""
+    try:
+        account, unknown = group_account(resource, emails)
+    except NotUnderstood as problem:
+        return None, [], str(problem)
+    return account, [f"functional account {account['email']}: member {m} is no personal account" for m in unknown], None
+
+
 def group_account(resource: dict, emails: dict[str, str]) -> tuple[dict, list[str]]:
     """An account record from a SCIM Group, its member ids turned into addresses by ``emails``
     (user id → address); also the member ids that are no known user. Raises
@@ -156,22 +177,13 @@ def snapshot_accounts(users: list[dict], groups: list[dict]) -> tuple[list[dict]
     """All accounts, sorted by address; warnings (members that are no known user); and the
     resources not understood, each named (a snapshot with any is incomplete)."""
     accounts, warnings, problems = [], [], []
-    for user in users:
-        try:
-            account, bad = user_account(user)
-        except NotUnderstood as problem:
-            problems.append(str(problem))
-            continue
-        accounts.append(account)
-        warnings.extend(f"personal account {account['email']}: {b!r} is no e-mail address, left out" for b in bad)
-    emails = {a["zivver_id"]: a["email"] for a in accounts}
-    for group in groups:
-        try:
-            account, unknown = group_account(group, emails)
-        except NotUnderstood as problem:
-            problems.append(str(problem))
-            continue
-        accounts.append(account)
-        warnings.extend(f"functional account {account['email']}: member {m} is no personal account" for m in unknown)
+    read_users = [read_user(user) for user in users]
+    emails = {account["zivver_id"]: account["email"] for account, _, _ in read_users if account}
+    for account, notes, problem in read_users + [read_group(group, emails) for group in groups]:
+        if problem:
+            problems.append(problem)
+        else:
+            accounts.append(account)
+            warnings.extend(notes)
     accounts.sort(key=lambda a: (a["email"], a["kind"]))
     return accounts, warnings, problems
