@@ -42,8 +42,8 @@ HELP = """Run the configured sources, normalize, snapshot, diff and (with --appl
 \b
 Each stage runs as its own process, exactly as the log shows it, so a run can be repeated
 by hand stage by stage. Everything lands in a new folder runs/<UTC time>/: the directory
-streams, current.jsonl, desired.jsonl, plan.jsonl, results.jsonl, run.log, summary.json and
-report.html. The sources are those with a table in the config ([extract-ldap],
+streams, current.jsonl.gz, desired.jsonl.gz, plan.jsonl.gz (gzip-compressed: every stage reads
+them as they are), results.jsonl, run.log, summary.json and report.html. The sources are those with a table in the config ([extract-ldap],
 [extract-exo], [extract-exchange]) unless --source names them. One run at a time: a second
 one exits 1 while the first holds the lock. The exit code is the first failing stage's.
 Without --apply nothing is written to Zivver.

@@ -4,6 +4,7 @@ Imported by the test modules as ``from helpers import ...`` (pytest puts tests/ 
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -41,6 +42,8 @@ def write_stream(path: Path, stream: str, records: list[dict], **kwargs) -> Path
 
 def read_jsonl(data: bytes | Path) -> list[dict]:
     raw = data.read_bytes() if isinstance(data, Path) else data
+    if raw[:2] == b"\x1f\x8b":  # a run folder's streams are gzip-compressed
+        raw = gzip.decompress(raw)
     return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import shlex
@@ -75,9 +77,19 @@ def test_a_dry_run_writes_every_stream_and_changes_nothing(sandbox, tmp_path):
     [folder] = run_folders(config)
     assert running.RUN_ID.match(folder.name)
     names = {p.name for p in folder.iterdir()}
-    assert {"directory-ldap.jsonl", "current.jsonl", "desired.jsonl", "plan.jsonl", "run.log", "summary.json",
-            "report.html"} <= names
+    assert {"directory-ldap.jsonl.gz", "input-1-directory-exchange.jsonl.gz", "current.jsonl.gz", "desired.jsonl.gz",
+            "plan.jsonl.gz", "run.log", "summary.json", "report.html"} <= names
     assert "results.jsonl" not in names
+    # issue 18: the streams are kept compressed, their digests over the content as it was made
+    streams = [folder / name for name in names if name.endswith(".jsonl.gz")]
+    assert all(path.read_bytes()[:2] == b"\x1f\x8b" for path in streams) and len(streams) == 5
+    assert gzip.decompress((folder / "input-1-directory-exchange.jsonl.gz").read_bytes()) == \
+        (EXAMPLES / "directory-exchange.jsonl").read_bytes()
+    plan_header = read_jsonl(folder / "plan.jsonl.gz")[0]
+    assert plan_header["inputs"]["desired"] == [{"name": "desired.jsonl.gz", "sha256": hashlib.sha256(
+        gzip.decompress((folder / "desired.jsonl.gz").read_bytes())).hexdigest()}]
+    validated = run("zivsync-validate", *streams)
+    assert validated.returncode == 0 and validated.stdout.decode().count(": valid, complete") == 5, validated.stderr
     summary = summary_of(folder)
     assert summary["outcome"] == "ok" and summary["exit_code"] == 0 and summary["apply"] is False
     assert [s["name"] for s in summary["stages"]] == ["extract-ldap", "snapshot", "normalize", "diff"]
@@ -100,14 +112,14 @@ def test_each_stage_can_be_repeated_by_hand(sandbox, tmp_path):
     config = write_config(tmp_path)
     assert zivsync_run(config, env=sandbox.env).returncode == 0
     [folder] = run_folders(config)
-    plan = (folder / "plan.jsonl").read_bytes()
-    (folder / "plan.jsonl").unlink()
+    plan = gzip.decompress((folder / "plan.jsonl.gz").read_bytes())
+    (folder / "plan.jsonl.gz").unlink()
     for stage in summary_of(folder)["stages"]:
         argv = shlex.split(stage["command"])
         assert argv[0] == "zivsync"
         done = run("zivsync", *argv[1:], env=sandbox.env)
         assert done.returncode == 0, done.stderr
-    assert (folder / "plan.jsonl").read_bytes() == plan
+    assert gzip.decompress((folder / "plan.jsonl.gz").read_bytes()) == plan
 
 
 def test_apply_then_nothing_left_to_do(sandbox, tmp_path):
@@ -156,7 +168,7 @@ def test_unreachable_zivver_stops_the_run_with_exit_4(tmp_path):
     assert summary["outcome"] == "unreachable" and summary["exit_code"] == 4
     assert [s["name"] for s in summary["stages"]] == ["extract-ldap", "snapshot"]
     assert summary["message"] == "snapshot failed (exit 4): the run stopped there"
-    assert not (folder / "plan.jsonl").exists() and (folder / "report.html").exists()
+    assert not (folder / "plan.jsonl.gz").exists() and (folder / "report.html").exists()
 
 
 def test_a_refused_plan_is_not_pushed(sandbox, tmp_path):
@@ -354,7 +366,7 @@ def test_plan_steps_and_the_commands_shown(tmp_path):
     steps = running.plan_steps(settings, tmp_path / "runs" / "X")
     assert [s.name for s in steps] == ["extract-ldap", "extract-exo", "snapshot", "normalize", "diff", "push"]
     normalize = steps[3]
-    assert normalize.args.count("-i") == 2 and normalize.output == "desired.jsonl"
+    assert normalize.args.count("-i") == 2 and normalize.output == "desired.jsonl.gz"
     assert "--apply" in steps[-1].args
     assert running.shown(steps[0]).startswith(f"zivsync extract-ldap --config '{tmp_path}/my config.toml'")
     assert shlex.split(running.shown(steps[0]))[3] == str(tmp_path / "my config.toml")

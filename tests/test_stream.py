@@ -516,3 +516,55 @@ def test_validate_reports_each_of_several_files(tmp_path):
     assert f"{good}: valid, complete" in ran.stdout.decode()
     assert f"{bad}:2: account record: field 'email'" in ran.stdout.decode()
     assert f"{cut}: valid, INCOMPLETE" in ran.stdout.decode() and "cut off" in ran.stdout.decode()
+
+
+# -- gzip (issue 18: run folders keep their streams compressed) -------------------------------------
+
+
+def test_a_gzip_stream_reads_as_its_content_with_the_same_digest(tmp_path):
+    import gzip
+
+    plain, packed = tmp_path / "s.jsonl", tmp_path / "s.jsonl.gz"
+    plain.write_bytes(PLAIN)
+    packed.write_bytes(gzip.compress(PLAIN))
+    readers = []
+    for path in (plain, packed, tmp_path / "misnamed.jsonl"):
+        if path.name == "misnamed.jsonl":  # known by its first bytes, not its name
+            path.write_bytes(gzip.compress(PLAIN))
+        source = Input.open(path)
+        reader = StreamReader([source])
+        assert list(reader) == RECORDS and reader.complete
+        readers.append(source.sha256)
+        source.handle.close()
+    assert readers == [hashlib.sha256(PLAIN).hexdigest()] * 3
+    piped = run("zivsync-validate", "-", input=gzip.compress(PLAIN))  # standard input too
+    assert piped.returncode == 0 and b"valid, complete" in piped.stdout, piped.stderr
+
+
+def test_an_output_named_gz_is_written_compressed_and_the_same_every_time(tmp_path):
+    import gzip
+
+    target = tmp_path / "out.jsonl.gz"
+    made = []
+    for _ in range(2):
+        with open_output(target) as (handle, name):
+            handle.write(PLAIN)
+        made.append(target.read_bytes())
+    assert made[0][:2] == b"\x1f\x8b" and gzip.decompress(made[0]) == PLAIN
+    assert made[0] == made[1]  # no time and no name in the gzip header: same content, same bytes
+
+
+def test_a_gzip_stream_cut_short_is_incomplete_and_damaged_gzip_is_an_error(tmp_path):
+    import gzip
+
+    packed = gzip.compress(PLAIN)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed[:len(packed) // 2])  # a copy or a disk that stopped half-way
+    reader = StreamReader([Input.open(cut)])
+    records = list(reader)
+    assert len(records) < len(RECORDS) and not reader.complete
+    damaged = tmp_path / "damaged.jsonl.gz"
+    damaged.write_bytes(packed[:12] + bytes(b ^ 0xFF for b in packed[12:40]) + packed[40:])
+    with pytest.raises(StreamError) as raised:
+        list(StreamReader([Input.open(damaged)]))
+    assert str(damaged) in str(raised.value) and "is not valid gzip data" in str(raised.value)

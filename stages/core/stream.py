@@ -8,19 +8,24 @@ The one reader and the one writer every stage uses (DESIGN.md §2):
 - every record is checked against the schema of its stream kind, on read and on write;
   a bad record is an error naming the file, line, record type and field;
 - input may be UTF-8 (with or without BOM) or UTF-16 with BOM, with LF or CRLF line ends
-  (what Windows PowerShell 5.1 writes with ``>``); output is always UTF-8 without BOM, LF.
+  (what Windows PowerShell 5.1 writes with ``>``); output is always UTF-8 without BOM, LF;
+- input may be gzip-compressed (known by its first bytes, whatever its name); output to a file
+  whose name ends in ``.gz`` is. Digests are over the uncompressed content, so a stream has
+  the same digest compressed or not.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import gzip
 import hashlib
 import io
 import os
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -112,9 +117,9 @@ class Input:
     @classmethod
     def open(cls, path: str | Path) -> "Input":
         if str(path) == "-":
-            return cls(STDIN_NAME, sys.stdin.buffer)
+            return cls(STDIN_NAME, _decompressed(sys.stdin.buffer))
         try:
-            return cls(str(path), open(path, "rb"))
+            return cls(str(path), _decompressed(open(path, "rb")))
         except OSError as error:
             raise StreamError([Problem(str(path), None, f"cannot open: {error.strerror}")]) from None
 
@@ -122,6 +127,29 @@ class Input:
     def label(self) -> str:
         """The name as headers record it: the file name alone, so digests compare across machines."""
         return self.name if self.name == STDIN_NAME else Path(self.name).name
+
+
+GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952 §2.3.1: ID1, ID2
+GZIP_LEVEL = 6  # gzip's own default: 65 MB of JSON Lines to 7 MB in 0.7 s
+
+
+@contextlib.contextmanager
+def opened_stream(raw: IO[bytes]) -> Iterator[IO[bytes]]:
+    """A binary file's content, decompressed when it is gzip (for readers of a line or two)."""
+    handle = _decompressed(raw)
+    try:
+        yield handle
+    finally:
+        if handle is not raw:
+            handle.close()  # the gzip reader; the file is its opener's to close
+
+
+def _decompressed(handle) -> IO[bytes]:
+    """The handle, or a gzip reader over it when its content starts as gzip does."""
+    peek = getattr(handle, "peek", None)
+    if peek is not None and peek(2)[:2] == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+    return handle
 
 
 class StreamReader:
@@ -270,13 +298,18 @@ def _lines(source: Input) -> Iterator[bytes | str]:
     at the end."""
     digest = hashlib.sha256()
     reader = io.BufferedReader(_Hashing(source.handle, digest), buffer_size=1 << 20)
-    start = reader.peek(4)[:4]
-    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        yield from _utf16_lines(source, reader)
-    else:
-        first = reader.readline()
-        yield first.removeprefix(codecs.BOM_UTF8)
-        yield from reader
+    try:
+        start = reader.peek(4)[:4]
+        if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            yield from _utf16_lines(source, reader)
+        else:
+            first = reader.readline()
+            yield first.removeprefix(codecs.BOM_UTF8)
+            yield from reader
+    except EOFError:  # gzip data that ends early: a stream cut short, which has no end record to find
+        return
+    except (gzip.BadGzipFile, zlib.error) as error:
+        raise StreamError([Problem(source.name, None, f"is not valid gzip data ({error})")]) from None
     source.sha256 = digest.hexdigest()
 
 
@@ -375,14 +408,45 @@ def open_output(path: str | Path | None) -> Iterator[tuple[IO[bytes], str]]:
         return
     fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle, str(target)
+        with os.fdopen(fd, "wb") as handle, compressed_if_gz(handle, target) as out:
+            yield out, str(target)
         os.chmod(temporary, _mode_for(target))
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+@contextlib.contextmanager
+def compressed_if_gz(handle: IO[bytes], target: Path) -> Iterator[IO[bytes]]:
+    """A gzip writer over ``handle`` when ``target``'s name ends in .gz, else the handle. No
+    name and no time in the gzip header: the same stream compresses to the same bytes."""
+    if not target.name.lower().endswith(".gz"):
+        yield handle
+        return
+    with gzip.GzipFile(filename="", mode="wb", fileobj=handle, compresslevel=GZIP_LEVEL, mtime=0) as out:
+        yield out  # type: ignore[misc]
+
+
+def last_line(path: Path, tail: int = 65536) -> bytes | None:
+    """The last line of a stream file (its end record, when it ended well), without reading it
+    all when it is plain; a gzip file is read through. None when it cannot be read."""
+    try:
+        with open(path, "rb") as raw:
+            if raw.read(2) == GZIP_MAGIC:
+                raw.seek(0)
+                last = None
+                with gzip.GzipFile(fileobj=raw, mode="rb") as lines:
+                    for line in lines:
+                        last = line
+                return last.rstrip(b"\r\n") if last is not None else None
+            raw.seek(0, os.SEEK_END)
+            raw.seek(max(0, raw.tell() - tail))
+            lines = raw.read().rstrip(b"\r\n").rsplit(b"\n", 1)
+            return lines[-1] if lines and lines[-1] else None
+    except (OSError, EOFError, zlib.error):
+        return None
 
 
 def _mode_for(target: Path) -> int:

@@ -32,6 +32,7 @@ from .. import __version__
 from ..core import console
 from ..core.console import log
 from ..core.errors import ExitStatus, ZivsyncError
+from ..core.stream import GZIP_MAGIC, compressed_if_gz, last_line, opened_stream
 
 #: source name -> the extractor's command; the order in which they run
 SOURCES = {"ldap": "extract-ldap", "exo": "extract-exo", "exchange": "extract-exchange"}
@@ -125,30 +126,58 @@ def plan_steps(settings: Settings, folder: Path) -> list[Step]:
     def at(name: str) -> str:
         return str(folder / name)
 
-    steps = [Step(SOURCES[source], common + ("-o", at(f"directory-{source}.jsonl")), f"directory-{source}.jsonl")
-             for source in settings.sources]
-    steps.append(Step("snapshot", common + ("-o", at("current.jsonl")), "current.jsonl"))
-    streams = [f"directory-{source}.jsonl" for source in settings.sources] + staged_names(settings)
-    directories = [arg for name in streams for arg in ("-i", at(name))]
-    steps.append(Step("normalize", common + tuple(directories) + ("-o", at("desired.jsonl")), "desired.jsonl"))
-    steps.append(Step("diff", common + ("-i", at("desired.jsonl"), "--current", at("current.jsonl"),
-                                        "-o", at("plan.jsonl")), "plan.jsonl"))
+    directory, current, desired, plan = (stored(f"directory-{source}") for source in settings.sources), \
+        stored("current"), stored("desired"), stored("plan")
+    directory = list(directory)
+    steps = [Step(SOURCES[source], common + ("-o", at(name)), name) for source, name in zip(settings.sources, directory)]
+    steps.append(Step("snapshot", common + ("-o", at(current)), current))
+    directories = [arg for name in directory + staged_names(settings) for arg in ("-i", at(name))]
+    steps.append(Step("normalize", common + tuple(directories) + ("-o", at(desired)), desired))
+    steps.append(Step("diff", common + ("-i", at(desired), "--current", at(current), "-o", at(plan)), plan))
     if settings.apply:
-        steps.append(Step("push", common + ("-i", at("plan.jsonl"), "--apply", "-o", at("results.jsonl")),
-                          "results.jsonl"))
+        steps.append(Step("push", common + ("-i", at(plan), "--apply", "-o", at(RESULTS)), RESULTS))
     return steps
+
+
+# A run folder's streams are gzip-compressed (a tenth of the size: thirty kept runs at 100,000
+# people were 4 GB plain), except the results: push writes them a line at a time, so that a push
+# killed half-way leaves every result it wrote, and they are small.
+STORED = ".jsonl.gz"
+RESULTS = "results.jsonl"
+
+
+def stored(stem: str) -> str:
+    return stem + STORED
+
+
+def stream_file(folder: Path, stem: str) -> Path:
+    """The stream ``stem`` of a run folder: compressed, or plain as runs before 0.2 kept them."""
+    compressed = folder / stored(stem)
+    return compressed if compressed.exists() or not (folder / f"{stem}.jsonl").exists() else folder / f"{stem}.jsonl"
+
+
+def directory_files(folder: Path) -> list[Path]:
+    """The directory streams a run read: its sources' (directory-*) and its copies of the
+    --directory streams (input-N-*), compressed or plain."""
+    return sorted(path for pattern in ("directory-*.jsonl*", "input-*.jsonl*") for path in folder.glob(pattern)
+                  if path.name.endswith((".jsonl", ".jsonl.gz")))
 
 
 def staged_names(settings: Settings) -> list[str]:
     """The run folder's copies of the --directory streams: normalize reads those, so the folder
-    holds exactly what the run read."""
-    return [f"input-{number}-{path.name}" for number, path in enumerate(settings.directories, 1)]
+    holds exactly what the run read (compressed as it is kept, the same content)."""
+    return [f"input-{number}-{path.name}" + ("" if path.name.lower().endswith(".gz") else ".gz")
+            for number, path in enumerate(settings.directories, 1)]
 
 
 def stage_directories(settings: Settings, folder: Path) -> None:
     for path, name in zip(settings.directories, staged_names(settings)):
         try:
-            shutil.copyfile(path, folder / name)
+            with open(path, "rb") as source, open(folder / name, "wb") as target:
+                compressed = source.read(2) == GZIP_MAGIC
+                source.seek(0)
+                with contextlib.nullcontext(target) if compressed else compressed_if_gz(target, folder / name) as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
         except OSError as error:
             raise ZivsyncError(f"cannot read the directory stream {path}: {error.strerror}") from None
 
@@ -228,16 +257,11 @@ def locked(settings: Settings) -> Iterator[None]:
 def stream_facts(path: Path) -> tuple[bool | None, int | None]:
     """Whether a stream file ended with a complete end record, and its record count, read from
     the last line only (diff checks the whole stream; this is for the summary)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 65536))
-            tail = handle.read().rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
-    except OSError:
+    if not path.exists():
         return None, None
+    tail = last_line(path)
     try:
-        end = orjson.loads(tail)
+        end = orjson.loads(tail or b"")
     except orjson.JSONDecodeError:
         return False, None
     if not isinstance(end, dict) or end.get("type") != "end":
@@ -464,7 +488,7 @@ class Run:
 
 def plan_facts(folder: Path) -> dict | None:
     """The plan's summary and safety check, from its header."""
-    header = _first_line(folder / "plan.jsonl")
+    header = _first_line(stream_file(folder, "plan"))
     if header is None:
         return None
     summary = header.get("summary", {})
@@ -475,7 +499,7 @@ def plan_facts(folder: Path) -> dict | None:
 
 def results_facts(folder: Path) -> dict | None:
     """Results by status, read from the results stream."""
-    path = folder / "results.jsonl"
+    path = folder / RESULTS
     if not path.exists():
         return None
     counts: dict[str, int] = {}
@@ -490,9 +514,9 @@ def results_facts(folder: Path) -> dict | None:
 
 def _first_line(path: Path) -> dict | None:
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb") as raw, opened_stream(raw) as handle:
             return orjson.loads(handle.readline())
-    except (OSError, orjson.JSONDecodeError):
+    except (OSError, EOFError, orjson.JSONDecodeError):
         return None
 
 

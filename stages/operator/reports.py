@@ -23,7 +23,8 @@ from ..core.describe import (  # noqa: F401
 )
 from ..core.errors import ZivsyncError
 from ..core.planning import OP_ORDER
-from ..core.stream import Input, StreamError, StreamReader
+from ..core.stream import Input, StreamError, StreamReader, last_line
+from .nightly import RESULTS, directory_files, stream_file
 
 PROBLEMS = ("failed", "conflict")  # the results an administrator has to look at
 STATUS_ORDER = ("applied", "conflict", "failed", "skipped")
@@ -225,9 +226,9 @@ def _stream_kind(path: str | Path) -> str | None:
 
 
 def _load_run(folder: Path) -> Report:
-    summary, plan, results = folder / "summary.json", folder / "plan.jsonl", folder / "results.jsonl"
+    summary, plan, results = folder / "summary.json", stream_file(folder, "plan"), folder / RESULTS
     if not summary.exists() and not plan.exists():
-        raise ZivsyncError(f"{folder}: not a run folder of zivsync run (it has neither summary.json nor plan.jsonl)")
+        raise ZivsyncError(f"{folder}: not a run folder of zivsync run (it has neither summary.json nor a plan)")
     report = Report(source=str(folder), summary=_read_summary(summary) if summary.exists() else {})
     if not summary.exists():
         report.notes.append(f"{summary} is missing: the run ended before it could write it")
@@ -249,7 +250,7 @@ def _load_run(folder: Path) -> Report:
 def stream_tallies(folder: Path) -> dict[str, dict[str, int]]:
     """The tally each stream of a run folder ends with (what its stage read and left out, by
     reason), in pipeline order; read from the last line only, however large the stream."""
-    order = sorted(folder.glob("directory-*.jsonl")) + [folder / "current.jsonl", folder / "desired.jsonl"]
+    order = directory_files(folder) + [stream_file(folder, "current"), stream_file(folder, "desired")]
     tallies = {}
     for path in order:
         end = _last_record(path)
@@ -260,13 +261,8 @@ def stream_tallies(folder: Path) -> dict[str, dict[str, int]]:
 
 def _last_record(path: Path) -> Any:
     try:
-        with path.open("rb") as handle:
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - 65536))
-            lines = handle.read().splitlines()
-        return orjson.loads(lines[-1]) if lines else None
-    except (OSError, orjson.JSONDecodeError):
+        return orjson.loads(last_line(path) or b"null")
+    except orjson.JSONDecodeError:
         return None  # a stream cut short: its reader says so; here there is only no tally
 
 
@@ -418,8 +414,8 @@ def story(path: str | Path, email: str) -> str:
     Zivver's account, the plan's change or skip with its reason, and what push did."""
     email = email.strip().lower()
     folder = Path(path)
-    streams = (sorted(folder.glob("directory-*.jsonl")) + [folder / n for n in (
-        "desired.jsonl", "current.jsonl", "plan.jsonl", "results.jsonl")]) if folder.is_dir() else [folder]
+    streams = (directory_files(folder) + [stream_file(folder, stem) for stem in ("desired", "current", "plan")]
+               + [folder / RESULTS]) if folder.is_dir() else [folder]
     lines = [f"the story of {email} in {path}:"]
     anchors: set[str] = set()
     for stream in streams:
@@ -436,8 +432,8 @@ def story(path: str | Path, email: str) -> str:
 
 def _kind_of(path: Path) -> str:
     name = path.name
-    return ("directory" if name.startswith("directory") else "accounts" if name in ("desired.jsonl", "current.jsonl")
-            else "results" if name.startswith("results") else "plan")
+    return ("directory" if name.startswith(("directory", "input-")) else
+            "accounts" if name.startswith(("desired.", "current.")) else "results" if name.startswith("results") else "plan")
 
 
 def _names(record: dict, email: str, anchors: set[str]) -> bool:
