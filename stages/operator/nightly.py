@@ -66,6 +66,7 @@ class StepResult:
     output: str | None = None
     complete: bool | None = None
     records: int | None = None
+    peak_mb: float | None = None  # the stage's largest resident memory (POSIX)
 
 
 @dataclass
@@ -318,10 +319,11 @@ def is_problem(line: bytes) -> bool:
 
 
 def spawn(step: Step, log: IO[bytes] | None = None, *, echo: bool = True, quiet: bool = False,
-          timeout: float = 0.0) -> int:
+          timeout: float = 0.0, usage: dict | None = None) -> int:
     """Runs a stage as ``python -m stages …``: the zivsync that runs us, whatever PATH says (and no
     .exe lookup on Windows; -P: nothing imported from the working folder). Its log lines go into
-    ``log`` and on to our stderr as they come; with ``quiet`` only its warnings and errors."""
+    ``log`` and on to our stderr as they come; with ``quiet`` only its warnings and errors.
+    ``usage`` gets the stage's ``peak_mb`` (its largest resident size) where the system says it."""
     argv = [sys.executable, "-P", "-m", "stages", *step.argv()]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, env=stage_environment())
@@ -342,7 +344,7 @@ def spawn(step: Step, log: IO[bytes] | None = None, *, echo: bool = True, quiet:
                 log.flush()
             if echo and (not quiet or is_problem(line)):
                 echo = _echo(line)
-        code = process.wait()
+        code = _wait(process, usage)
     except BaseException as error:  # interrupted: stop the stage too, it must not go on writing alone
         error.stage_exit_code = _stop_and_drain(process, error, log, echo)  # type: ignore[attr-defined]
         raise
@@ -353,6 +355,18 @@ def spawn(step: Step, log: IO[bytes] | None = None, *, echo: bool = True, quiet:
         console.log.error("%s did not end within %g s (--stage-timeout): stopped", step.name, timeout)
         return TIMED_OUT
     return 128 - code if code < 0 else code  # killed by signal N: 128+N, as shells say it
+
+
+def _wait(process: subprocess.Popen, usage: dict | None) -> int:
+    """The stage's exit status; on POSIX through wait4, which also gives its own peak memory
+    (ru_maxrss: kilobytes on Linux, bytes on macOS), for the summary and the benchmark."""
+    if usage is None or not hasattr(os, "wait4"):
+        return process.wait()
+    _, status, resources = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    kilobytes = resources.ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+    usage["peak_mb"] = round(kilobytes / 1024, 1)
+    return process.returncode
 
 
 def _stop_and_drain(process: subprocess.Popen, stop: BaseException, log: IO[bytes] | None, echo: bool) -> int:
@@ -451,8 +465,11 @@ class Run:
         log.info("%s", result.command)
         self.save()
         begun = time.monotonic()
+        usage: dict = {}
         try:
-            result.exit_code = spawn(step, self.log, quiet=self.settings.quiet, timeout=self.settings.stage_timeout)
+            result.exit_code = spawn(step, self.log, quiet=self.settings.quiet, timeout=self.settings.stage_timeout,
+                                     usage=usage)
+            result.peak_mb = usage.get("peak_mb")
         except BaseException as stopped:  # the run interrupted: the stage's real figures still count
             result.exit_code = getattr(stopped, "stage_exit_code", None)
             self._finish(step, result, begun)

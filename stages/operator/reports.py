@@ -375,6 +375,8 @@ def _describe_stage(stage: dict) -> list[str]:
              f"{seconds(stage.get('seconds')):>9}"]
     if stage.get("records") is not None:
         parts.append(f"{stage['records']} records")
+    if stage.get("peak_mb") is not None:
+        parts.append(f"{stage['peak_mb']:.0f} MB")
     if stage.get("complete") is False:
         parts.append("INCOMPLETE")
     if stage.get("output"):
