@@ -9,7 +9,7 @@ from . import cli
 from .cli import ExitStatus, ZivsyncError
 from .core.stream import StreamWriter, open_output
 from .zivver import client as zivver
-from .zivver.scim import snapshot_accounts
+from .zivver import scim
 
 HELP = """Read every account of the Zivver organisation and write it as an accounts stream.
 
@@ -30,13 +30,15 @@ Example:
 def command(output, **connection):
     client = zivver.connect(connection)
     incomplete: list[str] = []
-    try:
-        users, groups = (_listed(client, resource, incomplete) for resource in ("Users", "Groups"))
+    try:  # each resource read as its page arrives: what is kept is the account, not Zivver's answer
+        users = _listed(client, "Users", incomplete, scim.read_user)
+        emails = {account["zivver_id"]: account["email"] for account, _, _ in users if account}
+        groups = _listed(client, "Groups", incomplete, lambda resource: scim.read_group(resource, emails))
     except zivver.ZivverError as error:
         raise ZivsyncError(str(error), zivver.exit_status_for(error)) from None
     finally:
         client.close()
-    accounts, warnings, problems = snapshot_accounts(users, groups)
+    accounts, warnings, problems = scim.gather(users + groups)
     for warning in warnings:
         cli.log.warning("%s", warning)
     incomplete += [f"not understood, left out: {problem}" for problem in problems]
@@ -59,10 +61,11 @@ def command(output, **connection):
     return ExitStatus.OK
 
 
-def _listed(client, resource: str, incomplete: list[str]) -> list[dict]:
-    """The resources listed; a listing short of Zivver's own total is kept but noted."""
+def _listed(client, resource: str, incomplete: list[str], convert) -> list[scim.Read]:
+    """The resources listed, each read by ``convert``; a listing short of Zivver's own total is
+    kept but noted."""
     try:
-        return client.list(resource)
+        return client.list(resource, convert=convert)
     except zivver.ShortListing as short:
         incomplete.append(f"GET /{resource}: {short.message}")
         return short.resources

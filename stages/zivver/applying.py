@@ -55,14 +55,9 @@ class Zivver:
         users = client.list("Users", convert=lambda resource: compact(scim.read_user(resource)))
         emails = {account["zivver_id"]: account["email"] for account, _, _ in users if account}
         groups = client.list("Groups", convert=lambda resource: compact(scim.read_group(resource, emails)))
-        accounts, problems = [], []
-        for account, notes, problem in users + groups:
-            if problem:
-                problems.append(problem)
-                continue
-            accounts.append(account)
-            for warning in notes:
-                log.warning("%s", warning)
+        accounts, warnings, problems = scim.gather(users + groups)
+        for warning in warnings:
+            log.warning("%s", warning)
         if problems:  # what it holds decides what is stale: a guess would apply the wrong change
             raise ListingNotUnderstood("GET", "/Users", None, "Zivver's answer could not be read: "
                                        + "; ".join(problems[:5])

@@ -8,6 +8,7 @@ all of it: aliases, delegates, the SSO key when known and any ExternalAccountId 
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 from .client import GROUP_SCHEMA, USER_SCHEMA, ZIVVER_GROUP, ZIVVER_USER
 
@@ -176,10 +177,16 @@ def group_body(account: dict, member_ids: list[str]) -> dict:
 def snapshot_accounts(users: list[dict], groups: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     """All accounts, sorted by address; warnings (members that are no known user); and the
     resources not understood, each named (a snapshot with any is incomplete)."""
-    accounts, warnings, problems = [], [], []
     read_users = [read_user(user) for user in users]
     emails = {account["zivver_id"]: account["email"] for account, _, _ in read_users if account}
-    for account, notes, problem in read_users + [read_group(group, emails) for group in groups]:
+    return gather(read_users + [read_group(group, emails) for group in groups])
+
+
+def gather(reads: Iterable[Read]) -> tuple[list[dict], list[str], list[str]]:
+    """The accounts of resources read one by one (:func:`read_user`, :func:`read_group`), sorted
+    by address; their warnings; and the resources not understood."""
+    accounts, warnings, problems = [], [], []
+    for account, notes, problem in reads:
         if problem:
             problems.append(problem)
         else:
