@@ -2,8 +2,9 @@
 
 Pure: ``render(report)`` returns the page and reads nothing else (no clock either, so the same
 report gives the same page). Everything is inline: CSS, the SVG charts, no script and no
-URL, so the page looks the same in a ticket system's preview, a mail client or a browser years
-later; its Content-Security-Policy forbids anything else, as a second lock behind the escaping.
+URL but links within the page (``#op-create_user``, ``#account-<address>``), so the page looks
+the same in a ticket system's preview, a mail client or a browser years later; its
+Content-Security-Policy forbids anything else, as a second lock behind the escaping.
 Every value that comes from a stream (addresses, names, Zivver's messages, command lines) is
 untrusted input and goes through ``html.escape``.
 """
@@ -11,6 +12,7 @@ untrusted input and goes through ``html.escape``.
 from __future__ import annotations
 
 import html
+import re
 
 from .. import __version__
 from .reports import STATUS_ORDER, Report, describe_safety, field_changes, is_creation, list_delta
@@ -39,8 +41,8 @@ h1 { font-size: 1.6rem; margin: 0; }
 h2 { font-size: 1.15rem; margin: 2rem 0 .6rem; padding-bottom: .25rem; border-bottom: 1px solid var(--line); }
 h3 { font-size: 1rem; margin: 1.2rem 0 .4rem; }
 .muted, .source { color: var(--muted); }
-.why { font-size: .8rem; margin-top: .15rem; }
-code { font: 12.5px/1.4 ui-monospace, "DejaVu Sans Mono", Consolas, monospace; overflow-wrap: anywhere; }
+.why { font-size: .9em; margin-top: .15rem; }
+code { font: .9em/1.4 ui-monospace, "DejaVu Sans Mono", Consolas, monospace; overflow-wrap: anywhere; }
 .banner { margin: 1rem 0; padding: .8rem 1rem; border: 1px solid; border-left-width: 8px; border-radius: 6px;
   font-size: 1.05rem; }
 .banner strong { letter-spacing: .04em; margin-right: .6rem; }
@@ -53,9 +55,23 @@ dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; }
 table { border-collapse: collapse; width: 100%; }
 table.counts { width: auto; min-width: 24rem; }
-table.list { table-layout: fixed; }
 th, td { padding: .3rem .5rem; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-table.list td { overflow-wrap: anywhere; }
+/* The lists lay out automatically, with no fixed widths: a column is never narrower than its
+   longest word (see LONG_WORD); "fit" columns take no more than their content, "wide" ones the rest. */
+table.list th.fit { width: 1%; }
+table.list th.wide { width: 70%; }
+table.list td.n, table.list td.st, table.list .op { white-space: nowrap; }
+/* the reasons are read, not looked up: a DN (CN=…,OU=…,DC=…) wider than its column may break anywhere */
+.long, .why { overflow-wrap: anywhere; }
+.word { white-space: nowrap; }
+td:target { background: var(--warn-bg); }
+tr:has(> td:target) > td { background: var(--warn-bg); } /* apart: a browser without :has() drops its rule */
+nav.index ul { list-style: none; margin: 0 0 .8rem; padding: 0; display: flex; flex-wrap: wrap; gap: .2rem 1.4rem; }
+nav.index a, table.counts a { color: inherit; }
+nav.index .count { color: var(--muted); font-variant-numeric: tabular-nums; }
+details.group { margin: 1rem 0 1.4rem; }
+details.group > summary { cursor: pointer; margin-bottom: .4rem; }
+details.group > summary h3 { display: inline; margin: 0; }
 table.stages th, table.stages td:not(:last-child) { white-space: nowrap; }
 th { background: var(--head); font-weight: 600; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
@@ -65,9 +81,9 @@ tr.bad td, .bad-text { color: var(--bad); }
 .op { white-space: nowrap; }
 .op::before { content: ""; display: inline-block; width: .75em; height: .75em; margin-right: .4em;
   border-radius: 2px; background: OTHER; }
-ins { color: var(--good); text-decoration: none; margin-right: .4em; }
-del { color: var(--bad); margin-right: .4em; }
-.field b { font-weight: 600; margin-right: .3em; }
+ins { color: var(--good); text-decoration: none; }
+del { color: var(--bad); }
+.field b { font-weight: 600; }
 .st.applied { color: var(--good); }
 .st.failed { color: var(--bad); font-weight: 600; }
 .st.conflict { color: var(--warn); font-weight: 600; }
@@ -78,13 +94,26 @@ svg { display: block; max-width: 100%; height: auto; }
 svg text { font: 12px system-ui, "Segoe UI", "DejaVu Sans", Arial, sans-serif; fill: var(--ink); }
 svg text.total { fill: var(--muted); }
 footer { margin-top: 2.5rem; color: var(--muted); font-size: .85rem; }
-@page { size: A4; margin: 14mm; }
+@page { size: A4; margin: 12mm; }
+/* On paper: small type and tight cells (a thousand changes in tens of pages, not hundreds), each
+   change's fields on one line where they fit, the table header again on every page, no row split
+   over two pages. The groups are open (see _changes): a closed <details> would not print. */
 @media print {
-  body { max-width: none; margin: 0; padding: 0; font-size: 9.5pt; }
+  body { max-width: none; margin: 0; padding: 0; font-size: 8pt; line-height: 1.25; }
+  h1 { font-size: 14pt; }
+  h2 { font-size: 11pt; margin: 12pt 0 4pt; }
+  h3, details.group > summary h3 { font-size: 9.5pt; }
+  th, td { padding: 1.5pt 4pt; }
+  .field { display: inline-block; margin-right: 1em; }
+  .why { margin-top: 0; }
+  details.group { margin: 8pt 0; }
+  details.group > summary { list-style: none; margin-bottom: 2pt; }
+  details.group > summary::-webkit-details-marker { display: none; }
+  a { color: inherit; text-decoration: none; }
   .banner, .op::before, svg, .st { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   thead { display: table-header-group; }
   tr, figure, .banner { break-inside: avoid; }
-  h2, h3, figcaption { break-after: avoid; }
+  h2, h3, summary, figcaption, nav.index { break-after: avoid; }
 }
 """.replace("OTHER", OTHER_COLOUR) + "".join(
     f".op-{op}::before {{ background: {colour}; }}\n" for op, colour in OP_COLOURS.items())
@@ -96,10 +125,14 @@ POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-act
 def render(report: Report, limit: int | None = None) -> str:
     """The whole page for a report; with ``limit``, only the first so many changes and skipped
     accounts are listed (a mail must stay small: the run folder's report.html has them all)."""
+    anchors = Anchors()  # one set of ids for the page: changes first, then the accounts left alone
+    listed = report.changes[:limit] if limit is not None else report.changes
+    grouped = {change["op"] for change in listed}  # the ops with a group of changes on this page
     sections = [
         _heading(report), _banner(report), _notes(report), _facts(report), _stages(report),
         # what needs someone's attention first, then the whole picture, then every detail
-        _failures(report), _safety(report), _overview(report), _changes(report, limit), _skips(report, limit),
+        _failures(report), _safety(report), _overview(report, grouped),
+        _changes(report, listed, anchors), _skips(report, anchors, limit),
         _tallies(report), _footer(report),
     ]
     return (
@@ -116,6 +149,32 @@ def render(report: Report, limit: int | None = None) -> str:
 def e(value) -> str:
     """Escaped for HTML text and attribute values alike."""
     return html.escape(str(value), quote=True)
+
+
+# A table column is never narrower than its longest word, so a printed table stays readable
+# (nothing squeezed to a few characters) as long as its words fit the page. A word longer than
+# this (an address of 60 characters, a token) could push a table off the paper: as the last
+# resort it may break at its dots and before its @ and, where a piece is still this long, anywhere.
+LONG_WORD = 40
+
+
+def words(value) -> str:
+    """Escaped like ``e``, breaking only between words: a word longer than LONG_WORD may break too."""
+    return "".join(_word(part) for part in re.split(r"(\s+)", str(value)))
+
+
+def _word(word: str) -> str:
+    if len(word) > LONG_WORD and word.strip():
+        return _long_word(word)
+    if "-" in word or "/" in word:  # a browser breaks a line after these: not in an address, a UUID, a name
+        return f"<span class=\"word\">{e(word)}</span>"
+    return e(word)
+
+
+def _long_word(word: str) -> str:
+    pieces = re.split(r"(?<=[.,/\\])|(?=@)", word)
+    return "<wbr>".join(f"<span class=\"long\">{e(piece)}</span>" if len(piece) > LONG_WORD else e(piece)
+                        for piece in pieces)
 
 
 def op_class(op: str) -> str:
@@ -215,11 +274,11 @@ def _stage_row(stage: dict) -> str:
 # -- counts and charts --------------------------------------------------------------------------
 
 
-def _overview(report: Report) -> str:
+def _overview(report: Report, grouped: set[str]) -> str:
     notes = _plan_notes(report)
     if not report.changes:
         return _section("Changes at a glance", "<p>No changes.</p>\n" + notes, "overview")
-    return _section("Changes at a glance", _counts_table(report) + _op_chart(report) + _domain_chart(report)
+    return _section("Changes at a glance", _counts_table(report, grouped) + _op_chart(report) + _domain_chart(report)
                     + notes, "overview")
 
 
@@ -236,7 +295,7 @@ def _plan_notes(report: Report) -> str:
     return "<ul class=\"muted\">\n" + "".join(f"<li>{item}</li>\n" for item in items) + "</ul>\n" if items else ""
 
 
-def _counts_table(report: Report) -> str:
+def _counts_table(report: Report, grouped: set[str]) -> str:
     """Planned changes by op and, once applied, what became of them."""
     statuses = list(report.counts_by_status)
     by_op: dict[str, dict[str, int]] = {}
@@ -247,7 +306,7 @@ def _counts_table(report: Report) -> str:
             counts[result["status"]] = counts.get(result["status"], 0) + 1
     head = "".join(f"<th class=\"n\">{e(s)}</th>" for s in statuses)
     rows = "".join(
-        f"<tr><td><span class=\"{op_class(op)}\">{e(op)}</span></td><td class=\"n\">{count}</td>"
+        f"<tr><td>{_op_link(op, grouped)}</td><td class=\"n\">{count}</td>"
         + "".join(f"<td class=\"n\">{by_op.get(op, {}).get(s, 0)}</td>" for s in statuses) + "</tr>\n"
         for op, count in report.counts_by_op.items())
     total = (f"<tr class=\"total\"><td>total</td><td class=\"n\">{len(report.changes)}</td>"
@@ -363,34 +422,89 @@ def _failures(report: Report) -> str:
         return ""
     rows = "".join(
         f"<tr><td class=\"st {r['status']}\">{e(r['status'])}</td><td><span class=\"{op_class(r['op'])}\">"
-        f"{e(r['op'])}</span></td><td>{e(r['email'])}</td><td class=\"n\">{e(r.get('http_status') or '')}</td>"
-        f"<td>{e(r.get('message') or '')}</td></tr>\n" for r in report.failures)
+        f"{e(r['op'])}</span></td><td>{words(r['email'])}</td><td class=\"n\">{e(r.get('http_status') or '')}</td>"
+        f"<td>{words(r.get('message') or '')}</td></tr>\n" for r in report.failures)
     return _section(f"Failed and conflicting changes ({len(report.failures)})", (
-        "<table class=\"list\">\n<colgroup><col style=\"width:6rem\"><col style=\"width:11rem\">"
-        "<col style=\"width:18rem\"><col style=\"width:4rem\"><col></colgroup>\n"
-        "<thead><tr><th>status</th><th>operation</th><th>account</th><th class=\"n\">HTTP</th>"
-        f"<th>Zivver's message</th></tr></thead>\n<tbody>\n{rows}</tbody>\n</table>\n"), "failures")
+        "<table class=\"list\">\n<thead><tr><th class=\"fit\">status</th><th class=\"fit\">operation</th>"
+        "<th>account</th><th class=\"n fit\">HTTP</th><th class=\"wide\">Zivver's message</th></tr></thead>\n"
+        f"<tbody>\n{rows}</tbody>\n</table>\n"), "failures")
 
 
-def _changes(report: Report, limit: int | None = None) -> str:
+class Anchors:
+    """The ids that make an account findable by address: ``report.html#account-jan@fabrikam.example``.
+
+    The address is lowercased (addresses are case-insensitive; a link is typed in lower case) and
+    anything but letters, digits and ``. @ + - _`` becomes ``-``, so an id never holds a space or
+    markup; an id already given (the same account changed twice, or listed again as left alone,
+    or two addresses that slug alike) gets ``-2``, ``-3``: the first row keeps the plain id.
+    """
+
+    def __init__(self):
+        self.given: set[str] = set()
+
+    def __call__(self, address: str) -> str:
+        base = "account-" + re.sub(r"[^\w.@+-]", "-", str(address).strip().lower())
+        anchor, number = base, 1
+        while anchor in self.given:
+            number += 1
+            anchor = f"{base}-{number}"
+        self.given.add(anchor)
+        return anchor
+
+
+def op_anchor(op: str) -> str:
+    return "op-" + re.sub(r"[^\w-]", "-", op)
+
+
+def _op_link(op: str, grouped: set[str]) -> str:
+    """An op's name, linking to its group of changes where the page has one."""
+    name = f"<span class=\"{op_class(op)}\">{e(op)}</span>"
+    return f"<a href=\"#{op_anchor(op)}\">{name}</a>" if op in grouped else name
+
+
+def _changes(report: Report, listed: list[dict], anchors: Anchors) -> str:
+    """The changes grouped by op, in the order push applies them, after an index of the groups.
+
+    Every group is rendered open, whatever its size: a closed <details> prints as its heading
+    alone (and no stylesheet can open it), so a printed report would silently lack its changes,
+    and find-in-page skips closed content in some browsers. The index is how a long page is
+    navigated; a reader may still fold a group away. ``listed``: the first changes only, in a mail.
+    """
     if not report.changes:
         return ""
+    by_op: dict[str, list[tuple[int, dict]]] = {}
+    for number, change in enumerate(listed, 1):
+        by_op.setdefault(change["op"], []).append((number, change))
+    groups = "".join(_group(op, report.counts_by_op[op], by_op[op], report, anchors)
+                     for op in report.counts_by_op if op in by_op)
+    hidden = len(report.changes) - len(listed)
+    more = f"<p class=\"more\"><em>{_more_text(hidden)}</em></p>\n" if hidden > 0 else ""
+    return _section(f"Changes ({len(report.changes)})", _index(report.counts_by_op, set(by_op)) + groups + more,
+                    "changes")
+
+
+def _index(counts: dict[str, int], grouped: set[str]) -> str:
+    items = "".join(f"<li>{_op_link(op, grouped)} <span class=\"count\">{count}</span></li>\n"
+                    for op, count in counts.items())
+    return f"<nav class=\"index\" aria-label=\"changes by operation\">\n<ul>\n{items}</ul>\n</nav>\n"
+
+
+def _group(op: str, count: int, rows: list[tuple[int, dict]], report: Report, anchors: Anchors) -> str:
+    """One op's changes under a heading that names it and counts them (the op column is the heading)."""
+    listed = "" if len(rows) == count else f" <span class=\"muted\">{len(rows)} listed here</span>"
     with_results = bool(report.results)
-    head = "<th>result</th>" if with_results else ""
-    cols = "<col style=\"width:7rem\">" if with_results else ""
-    shown = report.changes[:limit] if limit is not None else report.changes
-    rows = "".join(_change_row(number, change, report, with_results)
-                   for number, change in enumerate(shown, 1)) + _more(len(report.changes) - len(shown), 4 + with_results)
-    return _section(f"Changes ({len(report.changes)})", (
-        "<table class=\"list\">\n<colgroup><col style=\"width:3.5rem\"><col style=\"width:11rem\">"
-        f"<col style=\"width:19rem\"><col>{cols}</colgroup>\n"
-        "<thead><tr><th class=\"n\">#</th><th>operation</th><th>account</th><th>before → after</th>"
-        f"{head}</tr></thead>\n"
-        f"<tbody>\n{rows}</tbody>\n</table>\n"), "changes")
+    head = "<th class=\"fit\">result</th>" if with_results else ""
+    body = "".join(_change_row(number, change, report, with_results, anchors) for number, change in rows)
+    return (f"<details id=\"{op_anchor(op)}\" class=\"group\" open>\n"
+            f"<summary><h3><span class=\"{op_class(op)}\">{e(op)}</span> ({count}){listed}</h3></summary>\n"
+            "<table class=\"list changes\">\n<thead><tr><th class=\"n fit\">#</th><th>account</th>"
+            f"<th class=\"wide\">before → after</th>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
+            "</details>\n")
 
 
-def _change_row(number: int, change: dict, report: Report, with_results: bool) -> str:
-    fields = "".join(f"<div class=\"field\">{_field(change, *item)}</div>" for item in field_changes(change))
+def _change_row(number: int, change: dict, report: Report, with_results: bool, anchors: Anchors) -> str:
+    # spaces between the fields and their parts: where a printed line may break (see CSS)
+    fields = " ".join(f"<div class=\"field\">{_field(change, *item)}</div>" for item in field_changes(change))
     cell = ""
     if with_results:
         result = report.result_of(change)
@@ -400,19 +514,19 @@ def _change_row(number: int, change: dict, report: Report, with_results: bool) -
         cell = f"<td class=\"st {known}\"{tip}>{e(status)}</td>"
     facts = (change.get("why") or {}).get("facts") or []
     why = f"<div class=\"why muted\">{'<br>'.join(e(f) for f in facts)}</div>" if facts else ""
-    return (f"<tr><td class=\"n\">{number}</td><td><span class=\"{op_class(change['op'])}\">{e(change['op'])}</span>"
-            f"</td><td>{e(change['email'])}</td><td>{fields}{why}</td>{cell}</tr>\n")
+    account = f"<td id=\"{e(anchors(change['email']))}\">{words(change['email'])}</td>"
+    return f"<tr><td class=\"n\">{number}</td>{account}<td>{fields}{why}</td>{cell}</tr>\n"
 
 
 def _field(change: dict, name: str, old, new) -> str:
     """One field: a created account's value, a list's additions and removals, or before → after."""
     if is_creation(change):
-        return f"<b>{e(name)}</b>{_value(new)}"
+        return f"<b>{e(name)}</b> {_value(new)}"
     if isinstance(new, list):
         added, removed = list_delta(old, new)
-        return (f"<b>{e(name)}</b>" + "".join(f"<ins>+{e(a)}</ins>" for a in added)
-                + "".join(f"<del>−{e(r)}</del>" for r in removed))
-    return f"<b>{e(name)}</b>{_value(old)} → {_value(new)}"
+        items = [f"<ins>+{words(a)}</ins>" for a in added] + [f"<del>−{words(r)}</del>" for r in removed]
+        return f"<b>{e(name)}</b> " + " ".join(items)
+    return f"<b>{e(name)}</b> {_value(old)} → {_value(new)}"
 
 
 def _value(value) -> str:
@@ -421,28 +535,30 @@ def _value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return ", ".join(e(item) for item in value)
-    return e(value)
+        return ", ".join(words(item) for item in value)
+    return words(value)
 
 
-def _skips(report: Report, limit: int | None = None) -> str:
+def _skips(report: Report, anchors: Anchors, limit: int | None = None) -> str:
     if not report.skips:
         return ""
     shown = report.skips[:limit] if limit is not None else report.skips
-    rows = "".join(f"<tr><td>{e(s['reason'])}</td><td>{e(s['email'])}</td><td>{e(s.get('kind') or '')}</td>"
-                   f"<td>{e(s['detail'])}</td></tr>\n" for s in shown) + _more(len(report.skips) - len(shown), 4)
+    rows = "".join(f"<tr><td>{e(s['reason'])}</td><td id=\"{e(anchors(s['email']))}\">{words(s['email'])}</td>"
+                   f"<td>{e(s.get('kind') or '')}</td><td>{words(s['detail'])}</td></tr>\n" for s in shown)
+    rows += _more(len(report.skips) - len(shown), 4)
     return _section(f"Left alone ({len(report.skips)})", (
-        "<table class=\"list\">\n<colgroup><col style=\"width:13rem\"><col style=\"width:19rem\">"
-        "<col style=\"width:6rem\"><col></colgroup>\n"
-        "<thead><tr><th>reason</th><th>account</th><th>kind</th><th>detail</th></tr></thead>\n"
-        f"<tbody>\n{rows}</tbody>\n</table>\n"), "skipped")
+        "<table class=\"list\">\n<thead><tr><th class=\"fit\">reason</th><th>account</th><th class=\"fit\">kind</th>"
+        f"<th class=\"wide\">detail</th></tr></thead>\n<tbody>\n{rows}</tbody>\n</table>\n"), "skipped")
+
+
+def _more_text(hidden: int) -> str:
+    return f"… and {hidden} more: report.html in the run folder lists them all"
 
 
 def _more(hidden: int, columns: int) -> str:
     if hidden <= 0:
         return ""
-    return (f"<tr><td colspan=\"{columns}\"><em>… and {hidden} more: report.html in the run folder lists "
-            "them all</em></td></tr>\n")
+    return f"<tr><td colspan=\"{columns}\"><em>{_more_text(hidden)}</em></td></tr>\n"
 
 
 def _footer(report: Report) -> str:
