@@ -577,14 +577,16 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def measure(command: list[str], cwd: Path, stdout_path: Path | None, stderr_path: Path | None) -> Measure:
-    """Run ``command`` to its end; its own exit code, wall time and peak RSS."""
+def measure(command: list[str], cwd: Path, stdout_path: Path | None, stderr_path: Path | None,
+            env: dict[str, str] | None = None) -> Measure:
+    """Run ``command`` to its end; its own exit code, wall time and peak RSS. ``env``: added to
+    the environment."""
     read_end, write_end = os.pipe()
     with open(stdout_path or os.devnull, "wb") as out, open(stderr_path or os.devnull, "wb") as err:
         launcher = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", LAUNCHER, str(write_end), *command],
             stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=(write_end,), cwd=cwd,
-            env=child_environment())
+            env={**child_environment(), **(env or {})})
         os.close(write_end)
         with os.fdopen(read_end, "rb") as pipe:
             answer = pipe.read().split()
@@ -720,6 +722,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(desired, current and plan are always made again)")
     parser.add_argument("--push-only", action="store_true", help="run only the push section (against the sandbox)")
     parser.add_argument("--no-push", action="store_true", help="leave out the push section")
+    parser.add_argument("--io-only", action="store_true",
+                        help="run the offline stages and the nightly job against the sandbox only")
+    parser.add_argument("--no-io", action="store_true",
+                        help="leave out the nightly job against the sandbox (the I/O section)")
     parser.add_argument("--ldap-only", action="store_true",
                         help="run only the LDAP section (extract-ldap against a Samba AD DC, next to ldapsearch)")
     parser.add_argument("--no-ldap", action="store_true", help="leave out the LDAP section")
@@ -861,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench_exchange import print_exchange, run_exchange_bench
     from bench_exo import print_exo, run_exo_bench
     from bench_ldap import print_ldap, run_ldap_bench
+    from bench_io import print_io, run_io_bench
     from bench_push import print_push, run_push_bench
 
     args = parse_args(argv)
@@ -872,6 +879,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         only = args.push_only or args.ldap_only or args.exo_only or args.exchange_only
         figures, ok = ({}, True) if only else run_bench(args, work)
+        if not only and not args.no_io:  # on the offline section's directory and desired streams
+            figures["io"], io_ok = run_io_bench(work / "io", work / FILES["directory"], work / FILES["desired"])
+            print_io(figures["io"], io_ok)
+            ok = ok and io_ok
+        only = only or args.io_only
         if not args.no_push and (not only or args.push_only):
             figures["push"], push_ok = run_push_bench(work / "push")
             print_push(figures["push"], push_ok)

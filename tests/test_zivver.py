@@ -92,3 +92,29 @@ def test_key_from_environment_or_file(monkeypatch, tmp_path):
     key.write_text("\ufeffZ1.from-file\n", encoding="utf-8")
     client = connect(options(zivver_api_key_file=str(key)))
     assert client.session.headers["Authorization"] == "Bearer Z1.from-file"
+
+
+def test_push_holds_whole_only_the_accounts_its_plan_touches(tmp_path):
+    """Issue 18: what push reads of Zivver, against a real sandbox: the accounts a change names
+    (by Zivver id or by address) whole, every other one as address, id and kind, which still
+    resolves a functional account's delegates and finds an address taken."""
+    from helpers import API_KEY, Sandbox, account, write_stream
+
+    from stages.zivver.applying import Zivver, touched_by
+
+    seed = write_stream(tmp_path / "seed.jsonl", "accounts", [
+        account("ann@example.com", name="Ann", aliases=["a@example.com"]), account("bob@example.com", name="Bob"),
+        account("desk@example.com", kind="functional", name="Desk", delegates=["ann@example.com"])])
+    with Sandbox("--seed", seed, "--rate-limit", "1000") as sandbox:
+        client = Client(sandbox.url, API_KEY, rate=1000, window=1.0)
+        whole = Zivver.listed(client)
+        desk = whole.by_email("desk@example.com")
+        changes = [{"zivver_id": desk["zivver_id"], "email": "desk@example.com", "before": {}, "after": {}},
+                   {"zivver_id": None, "email": "new@example.com", "before": {}, "after": {"email": "BOB@example.com"}}]
+        lean = Zivver.listed(client, keep=touched_by(changes))
+    assert lean.by_email("desk@example.com") == desk and desk["delegates"] == ["ann@example.com"]
+    assert lean.by_email("bob@example.com") == whole.by_email("bob@example.com")  # named by a change's address
+    ann = lean.by_email("ann@example.com")
+    assert ann == {"zivver_id": whole.by_email("ann@example.com")["zivver_id"], "email": "ann@example.com",
+                   "kind": "user"}
+    assert lean.user_ids(["ann@example.com", "desk@example.com"]) == ([ann["zivver_id"]], ["desk@example.com"])
