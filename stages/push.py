@@ -19,7 +19,7 @@ from .core import account_mapping as state
 from .core.describe import describe_plan
 from .core.planning import in_dependency_order
 from .core.errors import signals_held
-from .core.stream import Input, StreamError, StreamReader, StreamWriter, input_digests
+from .core.stream import Input, StreamError, StreamReader, StreamWriter, compressed_if_gz, input_digests
 from .zivver import client as zivver
 from .zivver.applying import Abort, Pusher, Zivver, touched_by
 
@@ -226,12 +226,13 @@ def _result(change: dict, status: str, message: str, http: int | None = None) ->
 @contextlib.contextmanager
 def _results_output(path: str | None):
     """The results file is written in place, not renamed into place at the end: a push that is
-    killed must leave every result it wrote, for --resume."""
+    killed must leave every result it wrote, for --resume. Named .gz, it is compressed, each
+    result flushed to the file as it is written (a gzip sync flush: readable without its end)."""
     if path is None or path == "-":
         yield sys.stdout.buffer, "<stdout>"
         return
-    with open(path, "wb") as handle:
-        yield handle, path
+    with open(path, "wb") as handle, compressed_if_gz(handle, Path(path)) as out:
+        yield out, path
 
 
 class _MappingSaver:

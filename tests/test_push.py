@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
 import orjson
@@ -185,19 +186,21 @@ def hires_sync(sandbox: Sandbox, folder: Path, n: int) -> Sync:
     return Sync(sandbox, folder, [directory])
 
 
-def test_push_killed_half_way_and_resumed_applies_everything_once(tmp_path):
+@pytest.mark.parametrize("name", ["killed.jsonl", "killed.jsonl.gz"])
+def test_push_killed_half_way_and_resumed_applies_everything_once(tmp_path, name):
+    """Plain or gzip (issue 18: each result is flushed through the compressor as it is written)."""
     with Sandbox("--latency", "40", "--rate-limit", "1000", "--rate-window", "1") as sandbox:
         sync = hires_sync(sandbox, tmp_path, 40)
         plan = sync.plan()
         assert len(changes(plan)) == 40
-        results = tmp_path / "killed.jsonl"
+        results = tmp_path / name
         pushing = subprocess.Popen(
             executable("zivsync-push") + ["-i", str(plan), "--apply", "--state", str(sync.state), "-o", str(results),
                                           "--rate-limit", "1000", "--rate-window", "1"],
             env={**_environment(), **sandbox.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60
-            while results.read_bytes().count(b'"type":"result"') < 10 if results.exists() else True:
+            while written(results).count(b'"type":"result"') < 10 if results.exists() else True:
                 assert time.monotonic() < deadline and pushing.poll() is None
                 time.sleep(0.02)
             pushing.send_signal(signal.SIGKILL)  # not a polite exception: the process just ends
@@ -260,10 +263,17 @@ def _environment() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")}
 
 
+def written(path: Path) -> bytes:
+    """What a results file holds so far, decompressed when it is gzip (without its end: a push
+    still writing, or killed, has not written the gzip trailer)."""
+    data = path.read_bytes()
+    return zlib.decompressobj(wbits=31).decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
 def read_jsonl_lenient(path: Path) -> list[dict]:
     """The records of a results file a killed push left: header skipped, a cut last line ignored."""
     records = []
-    for line in path.read_bytes().splitlines():
+    for line in written(path).splitlines():
         try:
             records.append(orjson.loads(line))
         except orjson.JSONDecodeError:

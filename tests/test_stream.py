@@ -8,6 +8,7 @@ import io
 import re
 import time
 
+import orjson
 import pytest
 from helpers import FIXED_EPOCH, account, header, jsonl, read_jsonl, run, segment, write_stream
 
@@ -568,3 +569,20 @@ def test_a_gzip_stream_cut_short_is_incomplete_and_damaged_gzip_is_an_error(tmp_
     with pytest.raises(StreamError) as raised:
         list(StreamReader([Input.open(damaged)]))
     assert str(damaged) in str(raised.value) and "is not valid gzip data" in str(raised.value)
+
+
+def test_a_gzip_stream_whose_writer_was_killed_reads_every_line_it_flushed(tmp_path):
+    """push flushes each result through the compressor; killed, it leaves no gzip trailer. Every
+    flushed line must read (a reader waiting for whole buffers used to lose them all)."""
+    import gzip
+
+    raw = io.BytesIO()
+    writer = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)
+    for line in segment("accounts", RECORDS, end=False):
+        writer.write(orjson.dumps(line) + b"\n")
+        writer.flush()
+    killed = tmp_path / "killed.jsonl.gz"
+    killed.write_bytes(raw.getvalue())  # never closed: no trailer
+    reader = StreamReader([Input.open(killed)])
+    assert list(reader) == RECORDS and not reader.complete
+    assert "no end record" in " ".join(reader.incomplete_reasons)

@@ -286,10 +286,27 @@ class _Hashing(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
+        if isinstance(self.handle, gzip.GzipFile):
+            return self._read_gzip(buffer)
         count = self.handle.readinto(buffer)
         if count:
             self.digest.update(memoryview(buffer)[:count])
         return count or 0
+
+
+    def _read_gzip(self, buffer) -> int:
+        """What the gzip data holds so far: read1, as readinto would wait for a whole buffer and
+        lose what it had when the data ends early (a writer killed mid-stream; push's results are
+        flushed a line at a time). Data that ends early ends the stream here, and the reader finds
+        it cut short (no end record), as with a plain file."""
+        try:
+            data = self.handle.read1(len(buffer))
+        except EOFError:
+            return 0
+        buffer[:len(data)] = data
+        if data:
+            self.digest.update(data)
+        return len(data)
 
 
 def _lines(source: Input) -> Iterator[bytes | str]:
@@ -306,8 +323,6 @@ def _lines(source: Input) -> Iterator[bytes | str]:
             first = reader.readline()
             yield first.removeprefix(codecs.BOM_UTF8)
             yield from reader
-    except EOFError:  # gzip data that ends early: a stream cut short, which has no end record to find
-        return
     except (gzip.BadGzipFile, zlib.error) as error:
         raise StreamError([Problem(source.name, None, f"is not valid gzip data ({error})")]) from None
     source.sha256 = digest.hexdigest()
