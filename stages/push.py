@@ -169,10 +169,13 @@ def _push(client, changes, done, mapping, state_dir, output, sources, resume) ->
                 cli.progress("changes pushed", total=len(changes), unit=" changes") as bar:
             writer = StreamWriter(handle, "results", "zivsync-push", header, name, flush_each=True)
             try:
-                abort = _apply_all(changes, done, pusher, writer, statuses, bar)
+                abort = _apply_all(changes, done, pusher, writer, statuses, bar, saver)
             except KeyboardInterrupt:  # the audit record ends saying so, not cut off mid-air
                 with signals_held():
                     writer.close([f"interrupted after {sum(statuses.values())} of {len(changes)} changes"])
+                raise
+            except ZivsyncError as error:  # the mapping could not be saved: the results end saying so
+                writer.close([f"stopped after {sum(statuses.values())} of {len(changes)} changes: {error}"])
                 raise
             writer.close()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: what was applied is recorded; say so, then stop
@@ -194,7 +197,7 @@ def _push(client, changes, done, mapping, state_dir, output, sources, resume) ->
     return ExitStatus.PARTIAL if statuses.get("failed") or statuses.get("conflict") else ExitStatus.OK
 
 
-def _apply_all(changes, done, pusher, writer, statuses: dict[str, int], bar) -> "Abort | None":
+def _apply_all(changes, done, pusher, writer, statuses: dict[str, int], bar, saver) -> "Abort | None":
     """Apply the changes in order, writing each result as it completes; after an Abort (Zivver
     unreachable, the key refused) the rest are recorded as not attempted."""
     abort: Abort | None = None
@@ -211,6 +214,7 @@ def _apply_all(changes, done, pusher, writer, statuses: dict[str, int], bar) -> 
                 abort = stop
                 result = _result(change, "failed", str(stop.error), stop.error.status)
         writer.write(result)
+        saver.save_if_due()
         statuses[result["status"]] = statuses.get(result["status"], 0) + 1
         level = 20 if result["status"] in ("applied", "skipped") else 30
         cli.log.log(level, "%s %s %s: %s", result["status"], change["op"], change["email"], result["message"])
@@ -244,11 +248,21 @@ class _MappingSaver:
 
     def changed(self) -> None:
         self.dirty = True
+
+    def save_if_due(self) -> None:
+        """Called after a change's result is written, never before: if saving fails (a file held
+        open on Windows, a full disk), the record of what Zivver accepted is already kept."""
         if time.monotonic() - self.saved > 1.0:
             self.save()
 
     def save(self) -> None:
         if self.state_dir and self.dirty:
-            state.save(self.mapping, Path(self.state_dir))
+            try:
+                state.save(self.mapping, Path(self.state_dir))
+            except (OSError, ZivsyncError) as error:
+                # changes were applied (their results say which): exit 1 would say nothing was written
+                raise ZivsyncError(f"the account mapping in {self.state_dir} could not be saved: {error}; the "
+                                   "results record every change applied, and the next run links the accounts "
+                                   "again by address", ExitStatus.PARTIAL) from None
             self.saved, self.dirty = time.monotonic(), False
 

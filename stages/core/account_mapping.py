@@ -17,6 +17,8 @@ from pathlib import Path
 
 import orjson
 
+from . import files
+
 MAPPING_FILE = "mapping.json"
 MAPPING_VERSION = 1
 
@@ -97,7 +99,7 @@ def save(mapping: Mapping, state_dir: str | Path) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, directory / MAPPING_FILE)
+        files.replace(temporary, directory / MAPPING_FILE)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)

@@ -34,7 +34,7 @@ import msgspec
 import orjson
 
 from .. import __version__
-from . import schema
+from . import files, schema
 
 FORMAT_VERSION = 1
 STDIN_NAME = "<stdin>"
@@ -426,7 +426,7 @@ def open_output(path: str | Path | None) -> Iterator[tuple[IO[bytes], str]]:
         with os.fdopen(fd, "wb") as handle, compressed_if_gz(handle, target) as out:
             yield out, str(target)
         os.chmod(temporary, _mode_for(target))
-        os.replace(temporary, target)
+        files.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)

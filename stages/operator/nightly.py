@@ -29,7 +29,7 @@ import filelock
 import orjson
 
 from .. import __version__
-from ..core import console
+from ..core import console, files
 from ..core.console import log
 from ..core.errors import ExitStatus, ZivsyncError
 from ..core.stream import GZIP_MAGIC, compressed_if_gz, last_line, opened_stream
@@ -278,7 +278,7 @@ def write_json(path: Path, value: dict) -> None:
     for attempt in range(5):
         try:
             temporary.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-            os.replace(temporary, path)
+            files.replace(temporary, path)
             return
         except OSError as error:
             if attempt == 4:

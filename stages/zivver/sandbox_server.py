@@ -62,6 +62,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from .. import __version__
+from ..core import files
 from ..core.console import log
 from ..core.errors import ZivsyncError
 from ..core.stream import Input, StreamReader
@@ -665,7 +666,7 @@ def save_state(state: State, target: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:  # mkstemp's 0600: the file holds SSO keys
             handle.write(orjson.dumps(state.document(), option=orjson.OPT_INDENT_2))
-        os.replace(temporary, target)
+        files.replace(temporary, target)
     except BaseException:
         try:
             os.unlink(temporary)
