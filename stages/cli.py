@@ -13,6 +13,7 @@ into plain functions:
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import logging
@@ -320,7 +321,6 @@ def stage(name: str, help: str, *, batch: bool = True) -> Callable[[Callable], c
     def decorate(func: Callable) -> click.Command:
         @functools.wraps(func)
         def callback(verbose: bool, quiet: bool, log_format: str, config: str | None, **kwargs):
-            _utf8_text_output()
             setup_logging(name, verbose, quiet, log_format)
             # A stage is a short batch job holding 100,000s of objects without cycles: the cyclic
             # collector would walk them all again and again for nothing (a quarter of the run time).
@@ -329,6 +329,11 @@ def stage(name: str, help: str, *, batch: bool = True) -> Callable[[Callable], c
             try:
                 return func(**kwargs)
             except BrokenPipeError:  # caught here: click's own handler would exit 1
+                _silence_stdout()
+                return ExitStatus.OK
+            except OSError as error:
+                if not reader_gone(error):
+                    raise
                 _silence_stdout()
                 return ExitStatus.OK
 
@@ -353,12 +358,20 @@ def stage(name: str, help: str, *, batch: bool = True) -> Callable[[Callable], c
 
 
 def _utf8_text_output() -> None:
-    """Text on stdout and stderr in UTF-8 when redirected: Windows would use its ANSI code page,
-    in which 'before → after' cannot be written at all. (A console shows Unicode either way.)"""
+    """Text on stdout and stderr in UTF-8 when redirected: Windows would use its ANSI code page
+    (cp1252), in which 'before → after' cannot be written at all, and --help > help.txt raised
+    UnicodeEncodeError. A console whose code page lacks a character shows "?" instead."""
     for stream in (sys.stdout, sys.stderr):
-        if stream is not None and hasattr(stream, "reconfigure") and not stream.isatty() \
-                and (stream.encoding or "").lower().replace("-", "") != "utf8":
-            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if stream is None or not hasattr(stream, "reconfigure") or encoding == "utf8":
+            continue
+        try:
+            if stream.isatty():
+                stream.reconfigure(errors="replace")
+            else:
+                stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+        except (OSError, ValueError):  # closed, or already written to: leave it
+            pass
 
 
 def run(command: click.Command, args: list[str] | None = None, prog: str | None = None,
@@ -367,6 +380,7 @@ def run(command: click.Command, args: list[str] | None = None, prog: str | None 
     every command whose table a config file may hold (to tell a typo from another stage's table)."""
     prog = prog or command.name
     _stop_on_sigterm()
+    _utf8_text_output()  # before click parses: --help is printed while parsing
     try:
         result = command.main(args=args, prog_name=prog, standalone_mode=False,
                               obj=family if callable(family) else tuple(family))
@@ -423,6 +437,13 @@ def _error(prog: str, message: str) -> None:
         log.error("%s", message)
     else:
         click.echo(f"{prog}: error: {message}", err=True)
+
+
+def reader_gone(error: OSError) -> bool:
+    """Whether a write failed because the reader of our output went away: on Windows a pipe
+    whose reader closed (``| Select-Object -First 5``) fails with EINVAL, not EPIPE (CPython
+    maps ERROR_NO_DATA to EINVAL: bpo-35754), so it must be told from a real error by errno."""
+    return isinstance(error, BrokenPipeError) or (sys.platform == "win32" and error.errno == errno.EINVAL)
 
 
 def _silence_stdout() -> None:

@@ -368,12 +368,24 @@ def written(records=RECORDS, *, kind="accounts", header_extra=None, reasons=()) 
     return out.getvalue()
 
 
-def test_the_writer_writes_utf8_without_bom_and_lf_only():
-    data = written()
+def written_to(name: str) -> bytes:
+    out = io.BytesIO()
+    writer = StreamWriter(out, "accounts", "zivsync-test", None, name)
+    for record in RECORDS:
+        writer.write(record)
+    writer.close()
+    return out.getvalue()
+
+
+def test_the_writer_writes_utf8_without_bom_and_lf_only_to_a_file_and_ascii_to_standard_output():
+    data = written_to("desired.jsonl")
     assert not data.startswith(codecs.BOM_UTF8)
     assert b"\r" not in data and data.endswith(b"\n")
-    assert UNICODE_NAME.encode("utf-8") in data  # not \u-escaped
+    assert UNICODE_NAME.encode("utf-8") in data  # a file zivsync opens itself: UTF-8, not \u-escaped
     assert data.count(b"\n") == len(RECORDS) + 2
+    piped = written()  # standard output: every non-ASCII character \u-escaped (issue 17)
+    assert piped.isascii() and UNICODE_NAME.encode("utf-8") not in piped
+    assert read(piped)[0] == read(data)[0] == RECORDS
 
 
 def test_the_writer_frames_records_with_header_and_counted_end(monkeypatch):

@@ -5,6 +5,7 @@ there. What cannot be simulated is listed in the issue's closing note."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,3 +84,75 @@ def test_push_keeps_the_record_of_what_zivver_accepted_when_the_mapping_cannot_b
     applied = [r for r in records if r["type"] == "result" and r["status"] == "applied"]
     assert len(applied) == 3  # every change Zivver accepted is on record, though the mapping is not
     assert API_KEY not in str(records)
+
+
+@pytest.mark.parametrize("oem", ["cp437", "cp850"])
+def test_a_stream_piped_through_powershells_oem_decoding_arrives_unchanged(tmp_path, oem):
+    """Windows PowerShell 5.1 (and 7.0-7.3) decode a native program's output in the console's
+    OEM code page and encode it again for the next program (or for > in UTF-16): "Jürgen Weiß"
+    came through as "J├╝rgen Wei├ƒ", valid JSON, and diff planned renames. On standard output
+    every stream is now ASCII (non-ASCII as \\u escapes): the round trip changes nothing."""
+    from helpers import EXAMPLES
+
+    args = ["-i", EXAMPLES / "directory-ldap.jsonl", "--claimed-domain", "fabrikam.example",
+            "--claimed-domain", "fabrikam.nl"]
+    piped = run("zivsync-normalize", *args)
+    assert piped.returncode == 0 and piped.stdout.isascii(), piped.stderr
+    written = run("zivsync-normalize", *args, "-o", tmp_path / "desired.jsonl")
+    assert written.returncode == 0
+    as_file = (tmp_path / "desired.jsonl").read_bytes()
+    assert not as_file.isascii()  # a file zivsync opens itself stays UTF-8: "Jürgen" in it
+
+    def through_powershell(data: bytes) -> bytes:  # decoded as OEM, handed on as UTF-8 (PS 7.0-7.3)
+        return data.decode(oem).encode("utf-8")
+
+    def accounts(data: bytes) -> list[dict]:
+        return [r for r in read_jsonl(data) if r["type"] == "account"]
+
+    assert accounts(through_powershell(piped.stdout)) == accounts(as_file)
+    assert any("Jürgen" in a["name"] for a in accounts(as_file))
+    assert accounts(through_powershell(as_file)) != accounts(as_file)  # what UTF-8 on the pipe suffered
+    again = tmp_path / "again.jsonl"
+    again.write_bytes(through_powershell(piped.stdout))
+    validated = run("zivsync-validate", again)
+    assert validated.returncode == 0, validated.stderr
+
+
+def test_help_redirected_to_a_file_in_an_ansi_code_page_is_written(tmp_path):
+    """Windows gives a redirected stdout its ANSI code page (cp1252, no "→"): --help > help.txt
+    raised UnicodeEncodeError for every command whose help shows "before → after"."""
+    from helpers import executable
+
+    for name in ("zivsync-push", "zivsync-report", "zivsync-diff"):
+        with open(tmp_path / "help.txt", "wb") as out:
+            done = subprocess.run(executable(name) + ["--help"], stdout=out, stderr=subprocess.PIPE,
+                                  env={**os.environ, "PYTHONIOENCODING": "cp1252"}, timeout=60)
+        assert done.returncode == 0 and b"UnicodeEncodeError" not in done.stderr, done.stderr
+        assert (tmp_path / "help.txt").read_text(encoding="utf-8").startswith("Usage:")
+
+
+def test_a_reader_gone_on_windows_ends_the_stage_quietly():
+    """On Windows a pipe whose reader closed (| Select-Object -First 5) fails with EINVAL, not
+    BrokenPipeError: the stage ends quietly with 0, as on POSIX, not with a traceback."""
+    from helpers import EXAMPLES
+
+    driver = (
+        "import errno, io, sys\n"
+        "from stages import cli\n"
+        "from stages.umbrella import command_of, commands\n"
+        "command = command_of('normalize')\n"
+        "sys.platform = 'win32'  # imported as on Linux; from here on, Windows' rules\n"
+        "import os, stat\n"
+        "read_end, write_end = os.pipe()\n"
+        "class Gone(io.RawIOBase):  # a pipe whose reader left, as Windows reports it\n"
+        "    def writable(self): return True\n"
+        "    def fileno(self): return write_end\n"
+        "    def write(self, data):\n"
+        "        if stat.S_ISFIFO(os.fstat(write_end).st_mode):\n"
+        "            raise OSError(errno.EINVAL, 'Invalid argument')\n"
+        "        return os.write(write_end, data)  # silenced: the null device\n"
+        "sys.stdout = io.TextIOWrapper(io.BufferedWriter(Gone()), encoding='utf-8')\n"
+        f"sys.exit(cli.run(command, ['-i', {str(EXAMPLES / 'directory-ldap.jsonl')!r}, "
+        "'--claimed-domain', 'fabrikam.example'], family=commands))\n")
+    done = subprocess.run([sys.executable, "-c", driver], capture_output=True, timeout=60)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr

@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import sys
 import tempfile
 import time
@@ -364,6 +365,13 @@ class StreamWriter:
     def __init__(self, out: IO[bytes], kind: str, producer: str, header: dict | None = None,
                  name: str = STDOUT_NAME, flush_each: bool = False):
         self.out, self.kind, self.name, self.flush_each = out, kind, name, flush_each
+        # Standard output goes through whatever the caller's shell does to it: Windows PowerShell
+        # 5.1 (and 7.0-7.3) decode a native program's output in the console's OEM code page
+        # ("Jürgen" arrives as "J├╝rgen", still valid JSON). Escaped as \uXXXX, the stream is
+        # ASCII, which every code page carries unchanged and every JSON reader decodes to the
+        # same text; on every platform, so that a piped stream is the same bytes wherever made.
+        # A file zivsync opens itself (-o) is written as UTF-8.
+        self.ascii_only = name == STDOUT_NAME
         self.count, self.line = 0, 0
         self._checkers = schema.data_checkers(kind)
         self._emit({
@@ -404,7 +412,8 @@ class StreamWriter:
 
     def _put(self, record: dict) -> None:
         self.line += 1
-        self.out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        self.out.write(ascii_escaped(line) if self.ascii_only and not line.isascii() else line)
         if self.flush_each:
             self.out.flush()
 
@@ -472,6 +481,23 @@ def _mode_for(target: Path) -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # beyond the BMP: a UTF-16 surrogate pair, as JSON writes it (RFC 8259 §7)
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def ascii_escaped(line: bytes) -> bytes:
+    """A JSON line with every non-ASCII character written as its \\u escape: the same JSON value.
+    (In JSON a non-ASCII character can only be inside a string, where the escape means it.)"""
+    return _NON_ASCII.sub(_escape, line.decode("utf-8")).encode("ascii")
 
 
 def dumps_canonical(value) -> bytes:
