@@ -57,8 +57,8 @@ def _toml_value(param: click.Option, context: click.Context) -> str:
     if isinstance(default, (int, float)) and not isinstance(default, bool):
         return repr(default)
     if default is None:
-        if isinstance(param.type, click.Path):
-            return '"FILE"' if param.type.file_okay else '"DIR"'
+        if isinstance(param.type, click.Path):  # single quotes: a Windows path's \ stays a \
+            return "'FILE'" if param.type.file_okay else "'DIR'"
         return '"…"'
     return json.dumps(str(default), ensure_ascii=False)
 
@@ -78,7 +78,11 @@ def sample_config() -> str:
              "# claimed_domains); a [stage] table to that stage only. Paths are relative to this file.",
              "# Unknown keys are errors. Secrets never go here: passwords, keys and client secrets come from",
              "# environment variables (ZIVSYNC_LDAP_PASSWORD, ZIVSYNC_ZIVVER_API_KEY, ...) or from the files",
-             "# the *_file options name.", ""]
+             "# the *_file options name.",
+             "#",
+             "# Windows paths go in single quotes, which take \\ as it is: runs_dir = 'D:\\zivsync\\runs'. In double",
+             "# quotes \\ starts an escape: \"D:\\zivsync\\runs\" is refused, and \"\\r\" would be a carriage return.",
+             "# Save the file as UTF-8 (with or without BOM) or UTF-16 (Notepad's \"Unicode\").", ""]
     for command in STAGES:
         context = click.Context(command, info_name=command.name)
         if not cli._config_params(command):  # nothing a config file could set

@@ -21,7 +21,6 @@ import os
 import signal
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -31,6 +30,7 @@ import orjson
 from . import __version__
 from .core import console
 from .core.console import log, progress  # noqa: F401 (the stages use cli.log, cli.progress)
+from .core.configfile import read_toml
 from .core.errors import ExitStatus, Interrupted, ServerUnreachable, ZivsyncError  # noqa: F401 (re-exported)
 from .core.secrets import read_secret  # noqa: F401 (re-exported for the stages)
 from .core.stream import Input, StreamError
@@ -229,10 +229,19 @@ def _check_type(path: Path, where: str, param: click.Parameter, value: Any) -> N
             if isinstance(param.type, click.Path):  # checked where it is used: relative to the config file
                 if not isinstance(item, str):
                     raise click.BadParameter("must be a path, in quotes")
+                if any(ord(c) < 32 for c in item):  # "D:\zivsync\runs" in double quotes: \r is a carriage return
+                    raise click.BadParameter(
+                        f"holds a control character ({_control_characters(item)}): in double quotes \\ starts an "
+                        "escape (\\r is a carriage return, \\t a tab); write Windows paths in single quotes, e.g. "
+                        "'D:\\zivsync\\runs', or with forward slashes")
                 continue
             param.type.convert(item, param, None)
         except click.BadParameter as error:
             raise ZivsyncError(f"{path}: {where}: {error.message}") from None
+
+
+def _control_characters(text: str) -> str:
+    return ", ".join(sorted({repr(c)[1:-1] for c in text if ord(c) < 32}))
 
 
 def _relative_to(base: Path, param: click.Parameter, value: Any) -> Any:
@@ -249,11 +258,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
         return value
     path = Path(value)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-    except OSError as error:
-        raise click.BadParameter(f"cannot read {path}: {error.strerror}", ctx, param) from None
-    except tomllib.TOMLDecodeError as error:
-        raise click.BadParameter(f"{path} is not valid TOML: {error}", ctx, param) from None
+        data = read_toml(path)
+    except ZivsyncError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
     ctx.default_map = config_defaults(data, ctx.command, path, family_of(ctx))
     return value
 

@@ -156,3 +156,35 @@ def test_a_reader_gone_on_windows_ends_the_stage_quietly():
         "'--claimed-domain', 'fabrikam.example'], family=commands))\n")
     done = subprocess.run([sys.executable, "-c", driver], capture_output=True, timeout=60)
     assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
+
+
+CONFIG = 'claimed_domains = ["fabrikam.example"]\n# Jürgen\'s config\n'
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])  # utf-16: with its BOM, as Notepad's "Unicode"
+def test_a_config_saved_by_a_windows_editor_is_read(tmp_path, encoding):
+    from helpers import EXAMPLES
+
+    config = tmp_path / "zivsync.toml"
+    config.write_bytes(CONFIG.encode(encoding))
+    done = run("zivsync-normalize", "--config", config, "-i", EXAMPLES / "directory-ldap.jsonl",
+               "-o", tmp_path / "desired.jsonl")
+    assert done.returncode == 0, done.stderr
+    assert read_jsonl(tmp_path / "desired.jsonl")[0]["claimed_domains"] == ["fabrikam.example"]
+
+
+def test_a_config_in_an_ansi_code_page_or_with_a_windows_path_in_double_quotes_says_what_to_do(tmp_path):
+    config = tmp_path / "zivsync.toml"
+    config.write_bytes(CONFIG.encode("cp1252"))
+    ansi = run("zivsync-normalize", "--config", config, "-i", "-", input=b"")
+    assert ansi.returncode == 1 and "Traceback" not in ansi.stderr
+    assert f"{config}:2: is not UTF-8 (byte 0xfc" in ansi.stderr and "save the file as UTF-8" in ansi.stderr
+    config.write_text('claimed_domains = ["fabrikam.example"]\n[run]\nruns_dir = "D:\\zivsync\\runs"\n')
+    escaped = run("zivsync", "run", "--config", config)
+    assert escaped.returncode == 1 and "is not valid TOML" in escaped.stderr
+    assert "write it in single quotes, runs_dir = 'D:\\zivsync\\runs'" in escaped.stderr, escaped.stderr
+    config.write_text('claimed_domains = ["fabrikam.example"]\n[run]\nruns_dir = "D:\\\\zivsync\\runs"\n')
+    carriage = run("zivsync", "run", "--config", config)  # valid TOML: "\r" is a carriage return
+    assert carriage.returncode == 1, carriage.stderr
+    assert "[run] runs_dir: holds a control character (\\r)" in carriage.stderr, carriage.stderr
+    assert "write Windows paths in single quotes" in carriage.stderr

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -31,6 +30,7 @@ import orjson
 from .. import __version__
 from ..core import console, files
 from ..core.console import log
+from ..core.configfile import read_toml
 from ..core.errors import ExitStatus, ZivsyncError
 from ..core.stream import GZIP_MAGIC, compressed_if_gz, last_line, opened_stream
 
@@ -98,7 +98,7 @@ def make_settings(params: dict, *, apply_: bool = False, sources=(), runs_dir=No
     if not params.get("config"):
         raise ZivsyncError("this command needs a config file: --config zivsync.toml (or ZIVSYNC_CONFIG)")
     config = Path(params["config"]).resolve()
-    data = tomllib.loads(config.read_text(encoding="utf-8-sig"))
+    data = read_toml(config)
     found = configured_sources(data)
     chosen = tuple(s for s in SOURCES if s in sources) if sources else found
     left_out = [s for s in found if s not in chosen]
