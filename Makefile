@@ -33,8 +33,9 @@ kerberos-extra: venv
 test: test-deps venv kerberos-extra
 	$(BIN)/python -m pytest -q
 
+# zivsync demo: Python, no shell (stages/operator/demo.py); Windows runs the same `zivsync demo`.
 demo: venv
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+	$(BIN)/zivsync demo
 
 bench: test-deps venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/bench.py

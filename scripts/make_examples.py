@@ -716,7 +716,7 @@ def ldif_text() -> str:
         f"#   {LDIFDE_COMMAND}",
         f"# The domain, its OUs, {len(PEOPLE)} users and mailboxes, {len(GROUPS)} groups. Fictional, and only",
         "# what scripts/make_examples.py knows of each object: written by that script",
-        "# (do not edit by hand). The demo (scripts/demo.sh) starts from it:",
+        "# (do not edit by hand). The demo (zivsync demo, or make demo) starts from it:",
         f"#   zivsync-extract-ldap --ldif examples/{LDIF_NAME} \\",
         f"#       --base-dn {BASE_DN} --default-region {DEFAULT_REGION}",
         "# gives exactly the records of examples/directory-ldap.jsonl.",

@@ -18,7 +18,7 @@ from . import __version__, cli
 # The nightly job and its tools first, then the stages in pipeline order. Imported when needed:
 # an executable imports its own command only (the whole list when it reads a config file).
 MODULES = ("run", "check", "report", "extract_ldap", "extract_exo", "extract_exchange", "normalize", "diff",
-           "validate", "snapshot", "push", "sandbox")
+           "validate", "snapshot", "push", "sandbox", "demo")
 
 
 def command_of(module: str) -> click.Command:
@@ -81,7 +81,7 @@ run_main, check_main, report_main = _executable("run"), _executable("check"), _e
 extract_ldap_main, extract_exo_main = _executable("extract_ldap"), _executable("extract_exo")
 extract_exchange_main, normalize_main = _executable("extract_exchange"), _executable("normalize")
 diff_main, validate_main, snapshot_main = _executable("diff"), _executable("validate"), _executable("snapshot")
-push_main, sandbox_main = _executable("push"), _executable("sandbox")
+push_main, sandbox_main, demo_main = _executable("push"), _executable("sandbox"), _executable("demo")
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "stages"
 
 EXECUTABLES = {"extract_ldap", "extract_exo", "extract_exchange", "normalize", "diff", "snapshot", "push",
-               "validate", "sandbox", "run", "check", "report"}
+               "validate", "sandbox", "run", "check", "report", "demo"}
 TOP_LEVEL = EXECUTABLES | {"__init__", "__main__", "cli", "umbrella"}
 ROOMS = {"core", "sources", "zivver", "operator"}
 
