@@ -31,13 +31,14 @@ object is reported with it and the run goes on; the stream then counts as incomp
 diff suspends nobody on its account.
 
 \b
-Signs in with Kerberos by default (the current ticket, or --username and the password from
+Signs in with Kerberos by default (the current ticket: on Linux from kinit or a keytab, on
+Windows the logon of the account zivsync runs as; or --username and the password from
 ZIVSYNC_EXCHANGE_PASSWORD or --password-file); NTLM, Negotiate and Basic (over https) can be
 chosen. Over http, Kerberos and NTLM encrypt the messages themselves.
 
 \b
 Examples:
-  kinit svc-zivsync@CORP.EXAMPLE
+  kinit svc-zivsync@CORP.EXAMPLE          # Linux; on Windows the task's account is signed in already
   zivsync-extract-exchange --url http://ex01.corp.example/PowerShell/ -o exchange.jsonl
   ZIVSYNC_EXCHANGE_PASSWORD=... zivsync-extract-exchange --url https://ex01.corp.example/PowerShell/ \\
       --auth ntlm --username 'CORP\\svc-zivsync' --ca-file corp-ca.pem -o exchange.jsonl

@@ -70,7 +70,8 @@ def _region(ctx, param, value):
              help="Read the bind password from this file. Default: the environment variable "
                   "ZIVSYNC_LDAP_PASSWORD (never a flag: flags show up in process lists).")
 @ldap_option("--kerberos", is_flag=True,
-             help="Bind with Kerberos (SASL GSSAPI) using the current ticket or keytab instead of a password. "
+             help="Bind with Kerberos (SASL GSSAPI) instead of a password: on Linux with the ticket from kinit "
+                  "or a keytab, on Windows as the account zivsync runs as (its logon, through SSPI). "
                   "Needs the optional Kerberos support: pip install 'zivsync[kerberos]'.")
 @ldap_option("--kerberos-host", metavar="NAME",
              help="The DC's host name for its Kerberos service ticket (ldap/NAME), when the URL does not "

@@ -188,3 +188,12 @@ def test_a_config_in_an_ansi_code_page_or_with_a_windows_path_in_double_quotes_s
     assert carriage.returncode == 1, carriage.stderr
     assert "[run] runs_dir: holds a control character (\\r)" in carriage.stderr, carriage.stderr
     assert "write Windows paths in single quotes" in carriage.stderr
+
+
+def test_kerberos_hints_name_kinit_only_where_there_is_one(monkeypatch):
+    from stages.sources.activedirectory import kerberos_ticket_hint
+
+    assert "kinit" in kerberos_ticket_hint()
+    monkeypatch.setattr(sys, "platform", "win32")
+    windows = kerberos_ticket_hint()
+    assert "kinit" not in windows and "SSPI" in windows and "the account zivsync runs as" in windows

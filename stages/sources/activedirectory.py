@@ -19,6 +19,7 @@ import logging
 import re
 import shlex
 import ssl
+import sys
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -344,6 +345,15 @@ CONNECTION_OPTIONS = dict(raise_exceptions=True, read_only=True, auto_referrals=
                           check_names=False, return_empty_attributes=False)
 
 
+def kerberos_ticket_hint() -> str:
+    """Where a Kerberos ticket comes from, as this system gets it: on Windows the logon of the
+    account running zivsync, through SSPI (a task's "Run as" account; no kinit there)."""
+    if sys.platform == "win32":
+        return ("the ticket is that of the account zivsync runs as (Windows logon, SSPI): is it a domain account, "
+                "and does the task run as it with 'Run whether user is logged on or not'?")
+    return "is there a ticket from kinit or a keytab (KRB5_CLIENT_KTNAME)?"
+
+
 class LdapFailure(ServerUnreachable):
     """Could not reach, trust or bind to a domain controller: exit 4."""
 
@@ -446,9 +456,9 @@ class LiveDirectory:
         except Exception as error:  # noqa: BLE001  (ldap3's LDAPException, or gssapi's GSSError)
             kerberos = _kerberos_failure(error) if self.server.kerberos else None
             if kerberos:
-                raise LdapFailure(f"{url}: Kerberos authentication failed: {kerberos} (is there a ticket from kinit "
-                                  f"or a keytab, and is ldap/{self.server.kerberos_host or host} the DC's service "
-                                  "principal? see --kerberos-host)") from None
+                raise LdapFailure(f"{url}: Kerberos authentication failed: {kerberos} ({kerberos_ticket_hint()}, "
+                                  f"and is ldap/{self.server.kerberos_host or host} the DC's service principal? "
+                                  "see --kerberos-host)") from None
             if not isinstance(error, ldap_errors.LDAPException):
                 raise
             raise LdapFailure(f"{url}: bind failed: {_reason(error)}") from None
