@@ -95,7 +95,8 @@ def zivver_options(func: Callable) -> Callable:
                help="Read the API key from this file. Default: the environment variable ZIVSYNC_ZIVVER_API_KEY "
                     "(never a flag: flags show up in process lists)."),
         option("--ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
-               help="Verify Zivver's TLS certificate against these CAs instead of the system's."),
+               help="Verify Zivver's TLS certificate against the CAs in this PEM file only. Default: the "
+                    "operating system's trust store (on Windows, its certificate store)."),
         option("--insecure", is_flag=True, help="Do not verify TLS certificates (logged loudly; for tests only)."),
         option("--rate-limit", type=click.IntRange(min=1), default=50, show_default=True,
                help="Requests per --rate-window that Zivver allows: push paces itself to it."),

@@ -67,7 +67,8 @@ def exchange_option(*decls, **kwargs):
 @exchange_option("--password-file", type=click.Path(dir_okay=False), metavar="FILE",
                  help="Read the password from this file. Default: ZIVSYNC_EXCHANGE_PASSWORD (never a flag).")
 @exchange_option("--ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
-                 help="Verify the server's certificate (https) against the CAs in this PEM file.")
+                 help="Verify the server's certificate (https) against the CAs in this PEM file only. "
+                      "Default: the operating system's trust store (on Windows, its certificate store).")
 @exchange_option("--no-verify-tls", is_flag=True, help="Do not verify the server's certificate (logged loudly).")
 @exchange_option("--allow-unencrypted", is_flag=True,
                  help="Let Basic sign in over http://: the password travels unencrypted (logged loudly).")

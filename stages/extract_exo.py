@@ -12,6 +12,7 @@ import click
 from . import cli
 from .cli import ExitStatus, ZivsyncError
 from .core.http import ApiError
+from .core.tls import system_trust
 from .sources.directory_stream import write_directory
 from .sources.exchangeonline import CLOUDS, KIND_NAMES, Cloud, ExchangeApi, Login, Reader, Scope, Tokens
 
@@ -74,7 +75,9 @@ KINDS = sorted(KIND_NAMES)  # user, shared, room, equipment
 @exo_option("--authority-host", metavar="URL", help="Override the cloud's sign-in host (https://login...).")
 @exo_option("--exchange-url", metavar="URL", help="Override the cloud's Exchange Online endpoint.")
 @exo_option("--ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
-            help="Verify the services' TLS certificates against these CAs (e.g. a TLS-inspecting proxy's).")
+            help="Verify the services' TLS certificates against the CAs in this PEM file only (e.g. a "
+                 "TLS-inspecting proxy's). Default: the operating system's trust store (on Windows, its "
+                 "certificate store).")
 @exo_option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
             help="Seconds to wait for an answer.")
 @exo_option("--page-size", type=click.IntRange(min=1, max=1000), default=1000, show_default=True,
@@ -104,7 +107,7 @@ def command(output, tenant, client_id, client_secret_file, certificate_key, cert
     endpoints = Cloud(authority_host or base.authority_host, exchange_url or base.exchange_url, base.graph_url)
     login = _login(tenant, client_id, client_secret_file, certificate_key, certificate, thumbprint, pfx,
                    certificate_passphrase_file, device_code)
-    verify = ca_file or True
+    verify = system_trust(ca_file or True)
     tokens = Tokens(login, endpoints, verify=verify, timeout=timeout,
                     prompt=lambda text: click.echo(text, err=True))
     api = ExchangeApi(endpoints, tenant, tokens, page_size=page_size, verify=verify, timeout=timeout)

@@ -77,7 +77,8 @@ def _region(ctx, param, value):
              help="The DC's host name for its Kerberos service ticket (ldap/NAME), when the URL does not "
                   "name it (an IP address, an alias). Default: the URL's host.")
 @ldap_option("--ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
-             help="Verify the DC's certificate against the CAs in this PEM file instead of the system's.")
+             help="Verify the DC's certificate against the CAs in this PEM file only. Default: the "
+                  "operating system's trust store.")
 @ldap_option("--tls-server-name", metavar="NAME",
              help="Also accept a DC certificate issued to this name (when the URL's host is not in the "
                   "certificate, e.g. connecting by IP address).")

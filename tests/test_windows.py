@@ -197,3 +197,39 @@ def test_kerberos_hints_name_kinit_only_where_there_is_one(monkeypatch):
     monkeypatch.setattr(sys, "platform", "win32")
     windows = kerberos_ticket_hint()
     assert "kinit" not in windows and "SSPI" in windows and "the account zivsync runs as" in windows
+
+
+def test_https_without_a_ca_file_trusts_what_the_operating_system_trusts(tmp_path):
+    """An internal CA or a TLS-inspecting proxy that the system trusts (on Windows, its
+    certificate store) is trusted without --ca-file, as LDAPS and SMTP already were. Here the
+    system's store is OpenSSL's, pointed at the fake's CA with SSL_CERT_FILE; certifi's bundle
+    alone (requests' default) would refuse it."""
+    from fake_microsoft import FakeMicrosoft, Tenant
+
+    with FakeMicrosoft(tmp_path / "fake", Tenant.generate(mailboxes=3, shared=1, groups=1, seed=1)) as fake:
+        args = ["--tenant", fake.tenant.tenant_id, "--client-id", fake.client_id, "--authority-host", fake.url,
+                "--exchange-url", fake.exchange_url, "-o", tmp_path / "exo.jsonl"]
+        secret = {"ZIVSYNC_EXO_CLIENT_SECRET": fake.client_secret}
+        trusted = run("zivsync-extract-exo", *args, env={**secret, "SSL_CERT_FILE": str(fake.ca_file)})
+        untrusted = run("zivsync-extract-exo", *args, env=secret)
+    assert trusted.returncode == 0, trusted.stderr
+    assert untrusted.returncode == ExitStatus.UNREACHABLE
+    assert "checked against the system CA store" in untrusted.stderr, untrusted.stderr
+
+
+def test_a_ca_file_is_the_only_trust_and_no_ca_file_means_the_systems(monkeypatch):
+    import ssl
+
+    from stages.core import tls
+
+    monkeypatch.setattr(tls, "_SYSTEM_TRUST", False)
+    original = ssl.SSLContext
+    try:
+        assert tls.system_trust("corp-ca.pem") == "corp-ca.pem" and ssl.SSLContext is original
+        assert tls.system_trust(False) is False and ssl.SSLContext is original
+        assert tls.system_trust(True) is True and ssl.SSLContext is not original
+    finally:
+        import truststore
+
+        truststore.extract_from_ssl()
+    assert ssl.SSLContext is original

@@ -37,3 +37,23 @@ def verification_failed(reason: str, host: str, port: int | None, ca: str | None
     return (f"TLS certificate verification failed ({reason.rstrip('.')})"
             + (f"; the server presented {presented}" if presented else "")
             + f"; checked against {f'the CA file {ca}' if ca else 'the system CA store'}")
+
+
+_SYSTEM_TRUST = False
+
+
+def system_trust(verify: bool | str) -> bool | str:
+    """``verify`` as given; when it is True (no CA file named, verification on), HTTPS in this
+    process is verified against the operating system's trust store (truststore: Windows'
+    certificate store through CryptoAPI, macOS's keychain, OpenSSL's system locations on Linux)
+    instead of certifi's bundle alone, so that an internal CA or a TLS-inspecting proxy that
+    Windows trusts is trusted here too, as LDAPS and SMTP (ssl's default context) already were.
+    A CA file given with --ca-file is the only trust for that connection. Each stage is its own
+    process and talks to one kind of server, so the choice is the process's."""
+    global _SYSTEM_TRUST
+    if verify is True and not _SYSTEM_TRUST:
+        import truststore  # an application may inject it (truststore.readthedocs.io: "not libraries")
+
+        truststore.inject_into_ssl()
+        _SYSTEM_TRUST = True
+    return verify

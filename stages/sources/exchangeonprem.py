@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 from ..core.errors import ServerUnreachable, ZivsyncError, causes_of, speaks_no_tls
-from ..core.tls import verification_failed
+from ..core.tls import system_trust, verification_failed
 from ..core.http import ApiError
 from .exchangeonline import Cmdlet, CmdletError
 
@@ -157,7 +157,7 @@ class RemotePowerShell:
         if not endpoint.verify_tls:
             log.warning("TLS certificates are NOT verified (--no-verify-tls): anyone in between can read the "
                         "password and the directory")
-        cert_validation: bool | str = (endpoint.ca_file or True) if endpoint.verify_tls else False
+        cert_validation: bool | str = system_trust(endpoint.ca_file or True) if endpoint.verify_tls else False
         options = {"negotiate_service": endpoint.service} if endpoint.auth in ("kerberos", "negotiate") else {}
         wsman = WSMan(host, port=port, path=path, ssl=https, auth=endpoint.auth, username=endpoint.username,
                       password=endpoint.password, cert_validation=cert_validation, encryption=encryption,

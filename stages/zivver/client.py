@@ -24,8 +24,16 @@ import requests
 
 from ..core.console import progress
 from ..core.errors import ExitStatus, ZivsyncError
-from ..core.http import ApiError, AuthError, HttpClient, TokenBucket, Uncertain, Unreachable  # noqa: F401 (re-exported)
+from ..core.http import (  # noqa: F401 (re-exported)
+    ApiError,
+    AuthError,
+    HttpClient,
+    TokenBucket,
+    Uncertain,
+    Unreachable,
+)
 from ..core.secrets import read_secret
+from ..core.tls import system_trust
 
 log = logging.getLogger("zivsync")
 
@@ -230,7 +238,7 @@ def connect(options: dict) -> Client:
         log.warning("TLS certificates are NOT verified (--insecure): anyone in between can read the API key")
         verify = False
     return Client(url, key, rate=options["rate_limit"], window=options["rate_window"], timeout=options["timeout"],
-                  verify=verify)
+                  verify=system_trust(verify))
 
 
 def _loopback(host: str) -> bool:
