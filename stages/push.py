@@ -77,6 +77,11 @@ def command(inputs, output, apply_, resume, state_dir, force, **connection):
     if not force:
         _keep_unfinished(output, resume, input_digests(sources))
     done = _applied_before(resume, input_digests(sources)) if resume else set()
+    with state.applying_lock(state_dir):
+        return _apply(changes, links, done, state_dir, output, sources, resume, connection)
+
+
+def _apply(changes, links, done, state_dir, output, sources, resume, connection) -> ExitStatus:
     mapping = _load_mapping(state_dir)
     for link in links:  # accounts in sync: only the local mapping learns something
         known = mapping.accounts.get(link["zivver_id"])

@@ -233,3 +233,31 @@ def test_a_ca_file_is_the_only_trust_and_no_ca_file_means_the_systems(monkeypatc
 
         truststore.extract_from_ssl()
     assert ssl.SSLContext is original
+
+
+def test_push_takes_the_state_folders_lock_itself_whoever_started_it(tmp_path):
+    """Issue 17: a push by hand while the nightly run applies (holding the state folder's lock)
+    refuses before sending anything; the run's own push is told the run holds it."""
+    import filelock
+
+    from stages.core.account_mapping import HELD_BY_RUN, LOCK_FILE
+
+    with Sandbox("--rate-limit", "1000") as sandbox:
+        desired = write_stream(tmp_path / "desired.jsonl", "accounts", [account("hire@example.com", name="Hire")])
+        for name, args in [("zivsync-snapshot", ["-o", tmp_path / "current.jsonl"]),
+                           ("zivsync-diff", ["-i", desired, "--current", tmp_path / "current.jsonl",
+                                             "--claimed-domain", "example.com", "--state", tmp_path / "state",
+                                             "-o", tmp_path / "plan.jsonl"])]:
+            assert run(name, *args, env=sandbox.env).returncode == 0
+        push = ["zivsync-push", "-i", tmp_path / "plan.jsonl", "--apply", "--state", tmp_path / "state",
+                "--rate-limit", "1000"]
+        lock = tmp_path / "state" / LOCK_FILE
+        (tmp_path / "state").mkdir(exist_ok=True)
+        with filelock.FileLock(str(lock)):  # the nightly run, applying
+            refused = run(*push, env=sandbox.env)
+            assert refused.returncode == 1, refused.stderr
+            assert f"another zivsync run or push holds {lock}" in refused.stderr
+            assert sandbox.control("GET", "/_sandbox/stats")["writes"] == 0  # nothing sent
+            as_its_stage = run(*push, env={**sandbox.env, HELD_BY_RUN: str(lock.resolve())})
+        assert as_its_stage.returncode == 0, as_its_stage.stderr
+        assert sandbox.control("GET", "/_sandbox/stats")["writes"] == 1

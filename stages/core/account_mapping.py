@@ -18,8 +18,11 @@ from pathlib import Path
 import orjson
 
 from . import files
+from .errors import ZivsyncError
 
 MAPPING_FILE = "mapping.json"
+LOCK_FILE = "zivsync-run.lock"  # the state folder's lock: one run or push applying at a time
+HELD_BY_RUN = "ZIVSYNC_STATE_LOCK_HELD"  # set by zivsync run for its stages: the path of the lock it holds
 MAPPING_VERSION = 1
 
 
@@ -104,3 +107,28 @@ def save(mapping: Mapping, state_dir: str | Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+@contextlib.contextmanager
+def applying_lock(state_dir: str | Path | None):
+    """Held while push applies a plan and updates the mapping: no two pushes (a nightly run's and
+    one by hand, whoever started them) read and rewrite one mapping at once. zivsync run takes
+    this lock for the whole run and tells its push so (HELD_BY_RUN). The operating system's lock
+    (through filelock) dies with its holder: a crashed push never blocks the next."""
+    if state_dir is None:
+        yield
+        return
+    import filelock
+
+    directory = Path(state_dir)
+    lock_path = directory / LOCK_FILE
+    if os.environ.get(HELD_BY_RUN) == str(lock_path.resolve()):
+        yield  # the zivsync run that started this push holds it
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        with filelock.FileLock(str(lock_path), timeout=0):
+            yield
+    except filelock.Timeout:
+        raise ZivsyncError(f"another zivsync run or push holds {lock_path}: it is applying to Zivver with this "
+                         "account mapping now; try again when it has ended (nothing was sent)") from None

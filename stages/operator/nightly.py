@@ -28,7 +28,7 @@ import filelock
 import orjson
 
 from .. import __version__
-from ..core import console, files
+from ..core import account_mapping, console, files
 from ..core.console import log
 from ..core.configfile import read_toml
 from ..core.errors import ExitStatus, ZivsyncError
@@ -37,7 +37,7 @@ from ..core.stream import GZIP_MAGIC, compressed_if_gz, last_line, opened_stream
 #: source name -> the extractor's command; the order in which they run
 SOURCES = {"ldap": "extract-ldap", "exo": "extract-exo", "exchange": "extract-exchange"}
 RUN_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
-LOCK_NAME = "zivsync-run.lock"
+LOCK_NAME = account_mapping.LOCK_FILE  # in the runs folder and in the state folder
 OUTCOMES = {ExitStatus.OK: "ok", ExitStatus.ERROR: "error", ExitStatus.PARTIAL: "partial",
             ExitStatus.REFUSED: "refused", ExitStatus.UNREACHABLE: "unreachable", ExitStatus.PENDING: "pending"}
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
@@ -305,11 +305,13 @@ NOT_FOR_STAGES = ("ZIVSYNC_CONFIG", "ZIVSYNC_LOG_FORMAT", "ZIVSYNC_RESUME", "ZIV
 TIMED_OUT = 124  # as timeout(1) says it
 
 
-def stage_environment() -> dict[str, str]:
+def stage_environment(state_lock: Path | None = None) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if k not in NOT_FOR_STAGES}
     # A pipe is in the ANSI code page on Windows: the stages' logs would reach run.log as cp1252
     environment["PYTHONIOENCODING"] = "utf-8:backslashreplace"
     environment["ZIVSYNC_RUN_PID"] = str(os.getpid())  # the stage stops when the run dies (__main__)
+    if state_lock is not None:  # push: the run holds the state folder's lock for it
+        environment[account_mapping.HELD_BY_RUN] = str(state_lock.resolve())
     return environment
 
 
@@ -319,14 +321,14 @@ def is_problem(line: bytes) -> bool:
 
 
 def spawn(step: Step, log: IO[bytes] | None = None, *, echo: bool = True, quiet: bool = False,
-          timeout: float = 0.0, usage: dict | None = None) -> int:
+          timeout: float = 0.0, usage: dict | None = None, state_lock: Path | None = None) -> int:
     """Runs a stage as ``python -m stages …``: the zivsync that runs us, whatever PATH says (and no
     .exe lookup on Windows; -P: nothing imported from the working folder). Its log lines go into
     ``log`` and on to our stderr as they come; with ``quiet`` only its warnings and errors.
     ``usage`` gets the stage's ``peak_mb`` (its largest resident size) where the system says it."""
     argv = [sys.executable, "-P", "-m", "stages", *step.argv()]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env=stage_environment())
+                               stderr=subprocess.PIPE, env=stage_environment(state_lock))
     expired = threading.Event()
 
     def stop() -> None:
@@ -468,7 +470,7 @@ class Run:
         usage: dict = {}
         try:
             result.exit_code = spawn(step, self.log, quiet=self.settings.quiet, timeout=self.settings.stage_timeout,
-                                     usage=usage)
+                                     usage=usage, state_lock=self._state_lock())
             result.peak_mb = usage.get("peak_mb")
         except BaseException as stopped:  # the run interrupted: the stage's real figures still count
             result.exit_code = getattr(stopped, "stage_exit_code", None)
@@ -478,6 +480,10 @@ class Run:
         log.info("%s: exit %d after %.1f s", step.name, result.exit_code, result.seconds)
         self.save()
         return result
+
+    def _state_lock(self) -> Path | None:
+        """The state folder's lock, which this run holds (see :func:`locked`)."""
+        return self.settings.state_dir / LOCK_NAME if self.settings.state_dir else None
 
     def _finish(self, step: Step, result: StepResult, begun: float) -> None:
         result.seconds = round(time.monotonic() - begun, 3)
