@@ -418,16 +418,17 @@ def run(command: click.Command, args: list[str] | None = None, prog: str | None 
 def _stop_on_sigterm() -> None:
     """SIGTERM (systemd stopping the job, kill) ends a command as Ctrl-C does, so that it can say
     what it had done, and exits 143 (128 + 15); Ctrl-C exits 130."""
-    if not hasattr(signal, "SIGTERM"):
-        return
-
     def terminate(signum, frame) -> None:
         raise Interrupted(signum)
 
-    try:
-        signal.signal(signal.SIGTERM, terminate)
-    except ValueError:  # not the main thread (a command run from a test's thread): leave it
-        pass
+    # SIGBREAK: Ctrl-Break in a Windows console, and what a console program gets sent to stop
+    # it (GenerateConsoleCtrlEvent); Python delivers it as a signal on Windows only
+    for name in ("SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            try:
+                signal.signal(getattr(signal, name), terminate)
+            except ValueError:  # not the main thread (a command run from a test's thread): leave it
+                pass
 
 
 def _interrupted(prog: str, stop: KeyboardInterrupt) -> int:

@@ -4,6 +4,7 @@ there. What cannot be simulated is listed in the issue's closing note."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -16,6 +17,17 @@ from stages import cli
 from stages.core import files
 from stages.core.errors import ExitStatus, ZivsyncError
 from stages.umbrella import command_of, commands
+
+
+def system_trust_undone(monkeypatch) -> None:
+    """A push run in this process trusts the system's store process-wide (truststore injected):
+    undone, so that the tests after it see ssl as it was."""
+    import truststore
+
+    from stages.core import tls
+
+    truststore.extract_from_ssl()
+    monkeypatch.setattr(tls, "_SYSTEM_TRUST", False)
 
 
 def sharing_violation_on(target_name: str, times: int | None):
@@ -70,15 +82,20 @@ def test_push_keeps_the_record_of_what_zivver_accepted_when_the_mapping_cannot_b
                                              "-o", tmp_path / "plan.jsonl"])]:
             done = run(name, *args, env=sandbox.env)
             assert done.returncode == 0, done.stderr
+        import filelock  # noqa: F401 (imported as on Linux before the platform is Windows': it picks its lock then)
+
         monkeypatch.setattr(sys, "platform", "win32")
         monkeypatch.setattr(files, "FIRST_WAIT", 0.001)
         replace, failed = sharing_violation_on("mapping.json", times=None)
         monkeypatch.setattr(os, "replace", replace)
         for key, value in sandbox.env.items():
             monkeypatch.setenv(key, value)
-        code = cli.run(command_of("push"), ["-i", str(tmp_path / "plan.jsonl"), "--apply", "--state",
-                                            str(tmp_path / "state"), "--rate-limit", "1000", "-o",
-                                            str(tmp_path / "results.jsonl")], family=commands)
+        try:
+            code = cli.run(command_of("push"), ["-i", str(tmp_path / "plan.jsonl"), "--apply", "--state",
+                                                str(tmp_path / "state"), "--rate-limit", "1000", "-o",
+                                                str(tmp_path / "results.jsonl")], family=commands)
+        finally:
+            system_trust_undone(monkeypatch)
     assert code == ExitStatus.PARTIAL and failed
     records = read_jsonl(tmp_path / "results.jsonl")
     applied = [r for r in records if r["type"] == "result" and r["status"] == "applied"]
@@ -261,3 +278,105 @@ def test_push_takes_the_state_folders_lock_itself_whoever_started_it(tmp_path):
             as_its_stage = run(*push, env={**sandbox.env, HELD_BY_RUN: str(lock.resolve())})
         assert as_its_stage.returncode == 0, as_its_stage.stderr
         assert sandbox.control("GET", "/_sandbox/stats")["writes"] == 1
+
+
+class FakeKernel32:
+    """kernel32 as the Job Object code calls it, recording each call (a process handle is a
+    number Popen holds as ``_handle`` on Windows)."""
+
+    def __init__(self, console: int = 0):
+        self.calls, self.console, self.peak = [], console, 300 * 2**20
+
+    def GetConsoleWindow(self):
+        return self.console
+
+    def CreateJobObjectW(self, attributes, name):
+        self.calls.append(("CreateJobObjectW", attributes, name))
+        return 4242
+
+    def SetInformationJobObject(self, job, kind, info, size):
+        from stages.core.winproc import JOBOBJECT_EXTENDED_LIMIT_INFORMATION
+
+        limits = ctypes.cast(info, ctypes.POINTER(JOBOBJECT_EXTENDED_LIMIT_INFORMATION)).contents
+        self.calls.append(("SetInformationJobObject", job, kind, limits.BasicLimitInformation.LimitFlags, size))
+        return 1
+
+    def AssignProcessToJobObject(self, job, process):
+        self.calls.append(("AssignProcessToJobObject", job, process))
+        return 1
+
+    def QueryInformationJobObject(self, job, kind, info, size, returned):
+        from stages.core.winproc import JOBOBJECT_EXTENDED_LIMIT_INFORMATION
+
+        ctypes.cast(info, ctypes.POINTER(JOBOBJECT_EXTENDED_LIMIT_INFORMATION)).contents.PeakProcessMemoryUsed = self.peak
+        self.calls.append(("QueryInformationJobObject", job, kind))
+        return 1
+
+    def CloseHandle(self, handle):
+        self.calls.append(("CloseHandle", handle))
+        return 1
+
+
+def test_on_windows_each_stage_is_in_a_kill_on_close_job_without_a_window(tmp_path, monkeypatch):
+    """A run started by Task Scheduler (no console): each stage starts with CREATE_NO_WINDOW and
+    is put in its own Job Object with KILL_ON_JOB_CLOSE, whose handle the run holds until the
+    stage ends (and Windows closes when the run dies); its peak memory comes from the job."""
+    from stages.core import winproc
+    from stages.operator import nightly
+
+    kernel32 = FakeKernel32(console=0)
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, creationflags=0, **kwargs):  # Linux's Popen takes no creation flags
+        started.append(creationflags)
+        process = real_popen(*args, **kwargs)
+        process._handle = 777
+        return process
+
+    monkeypatch.setattr(winproc, "_kernel32", lambda: kernel32)
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.delattr(os, "wait4")  # Windows has none: the job gives the peak
+    usage: dict = {}
+    code = nightly.spawn(nightly.Step("validate", ("--help",), None), echo=False, usage=usage)
+    assert code == 0 and started == [winproc.CREATE_NO_WINDOW]
+    size = ctypes.sizeof(winproc.JOBOBJECT_EXTENDED_LIMIT_INFORMATION)
+    assert kernel32.calls[:3] == [("CreateJobObjectW", None, None),
+                                  ("SetInformationJobObject", 4242, 9, winproc.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE, size),
+                                  ("AssignProcessToJobObject", 4242, 777)]
+    assert kernel32.calls[-1] == ("CloseHandle", 4242) and usage == {"peak_mb": 300.0}
+    kernel32.console = 1  # a run in a console window: its stages share it
+    assert winproc.creation_flags() == 0
+
+
+def test_the_job_structure_is_laid_out_as_windows_declares_it():
+    """JOBOBJECT_EXTENDED_LIMIT_INFORMATION is 144 bytes on 64-bit Windows (winnt.h): LimitFlags
+    at offset 16, PeakProcessMemoryUsed at 128; a wrong layout would set another limit."""
+    from stages.core import winproc
+
+    info = winproc.JOBOBJECT_EXTENDED_LIMIT_INFORMATION
+    if ctypes.sizeof(ctypes.c_void_p) == 8:
+        assert ctypes.sizeof(info) == 144
+        assert winproc.JOBOBJECT_BASIC_LIMIT_INFORMATION.LimitFlags.offset == 16
+        assert info.PeakProcessMemoryUsed.offset == 128
+
+
+def test_ctrl_break_stops_a_command_as_windows_sends_it(monkeypatch):
+    """SIGBREAK exists on Windows only: simulated with another signal under its name."""
+    import signal
+    import time
+
+    from stages.core.errors import Interrupted
+
+    monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR1, raising=False)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        cli._stop_on_sigterm()
+        with pytest.raises(Interrupted) as stopped:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(2)
+        assert stopped.value.exit_code == 128 + signal.SIGUSR1 and stopped.value.what == "stopped by Ctrl-Break"
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)

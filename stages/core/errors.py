@@ -53,7 +53,11 @@ class Interrupted(KeyboardInterrupt):
 
     @property
     def what(self) -> str:
-        return "interrupted (Ctrl-C)" if self.signum == signal.SIGINT else f"stopped by signal {self.signum}"
+        if self.signum == signal.SIGINT:
+            return "interrupted (Ctrl-C)"
+        if self.signum == getattr(signal, "SIGBREAK", None):  # Windows
+            return "stopped by Ctrl-Break"
+        return f"stopped by signal {self.signum}"
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ import filelock
 import orjson
 
 from .. import __version__
-from ..core import account_mapping, console, files
+from ..core import account_mapping, console, files, winproc
 from ..core.console import log
 from ..core.configfile import read_toml
 from ..core.errors import ExitStatus, ZivsyncError
@@ -328,7 +328,9 @@ def spawn(step: Step, log: IO[bytes] | None = None, *, echo: bool = True, quiet:
     ``usage`` gets the stage's ``peak_mb`` (its largest resident size) where the system says it."""
     argv = [sys.executable, "-P", "-m", "stages", *step.argv()]
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env=stage_environment(state_lock))
+                               stderr=subprocess.PIPE, env=stage_environment(state_lock),
+                               creationflags=winproc.creation_flags())
+    job = winproc.contain(process)  # Windows: the stage ends when the run does, however it ends
     expired = threading.Event()
 
     def stop() -> None:
@@ -347,12 +349,16 @@ def spawn(step: Step, log: IO[bytes] | None = None, *, echo: bool = True, quiet:
             if echo and (not quiet or is_problem(line)):
                 echo = _echo(line)
         code = _wait(process, usage)
+        if job is not None and usage is not None:
+            usage["peak_mb"] = job.peak_mb()
     except BaseException as error:  # interrupted: stop the stage too, it must not go on writing alone
         error.stage_exit_code = _stop_and_drain(process, error, log, echo)  # type: ignore[attr-defined]
         raise
     finally:
         if timer:
             timer.cancel()
+        if job is not None:
+            job.close()
     if expired.is_set():
         console.log.error("%s did not end within %g s (--stage-timeout): stopped", step.name, timeout)
         return TIMED_OUT
@@ -579,8 +585,10 @@ def terminate_as_interrupt() -> Iterator[None]:
     def raise_interrupted(signum, frame):
         raise Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, raise_interrupted)
+    names = [name for name in ("SIGTERM", "SIGBREAK") if hasattr(signal, name)]  # SIGBREAK: Windows' Ctrl-Break
+    previous = {name: signal.signal(getattr(signal, name), raise_interrupted) for name in names}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
