@@ -23,6 +23,7 @@ from .operator.nightly import (
     Interrupted,
     Run,
     Settings,
+    close_abandoned,
     locked,
     make_settings,
     new_run_folder,
@@ -78,6 +79,8 @@ def command(apply_, sources, runs_dir, keep, lock_wait, stage_timeout, directori
                              lock_wait=lock_wait, directories=directories, stage_timeout=stage_timeout)
     mailing = mail.settings_from_options(**mail_options)
     with locked(settings):
+        for abandoned in close_abandoned(settings.runs_dir):
+            cli.log.warning("the run in %s was killed before it ended: its summary now says so", abandoned)
         folder = new_run_folder(settings.runs_dir)
         code = _run_in(folder, settings, mailing)
         for removed in prune(settings.runs_dir, settings.keep, folder):

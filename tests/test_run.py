@@ -586,3 +586,24 @@ def test_quiet_quiets_the_console_not_the_log(sandbox, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "applied create_user" not in done.stderr
     assert "applied create_user" in (run_folders(config)[0] / "run.log").read_text(encoding="utf-8")
+
+
+def test_a_run_killed_outright_is_said_to_be_so_by_the_next(sandbox, tmp_path):
+    """Issue 17: Task Scheduler's End (TerminateProcess), kill -9 or a power loss leave no time to
+    write an outcome: the summary still says running. The next run, holding the lock, says what
+    happened, so that the report does not show a run going on for ever."""
+    config = write_config(tmp_path)
+    dead = tmp_path / "runs" / "20250101T020000Z"
+    dead.mkdir(parents=True)
+    (dead / "summary.json").write_text(json.dumps({"run": dead.name, "outcome": "running", "stages": [
+        {"name": "extract-ldap", "exit_code": 0}, {"name": "push", "exit_code": None}]}))
+    done = zivsync_run(config, env=sandbox.env)
+    assert done.returncode == 0, done.stderr
+    assert f"the run in {dead} was killed before it ended" in done.stderr
+    summary = summary_of(dead)
+    assert summary["outcome"] == "killed" and summary["message"].startswith("ended without a word during push")
+    assert "Task Scheduler's End" in summary["message"] and summary["closed_by"]
+    report = run("zivsync", "report", dead).stdout.decode()
+    assert report.splitlines()[0].startswith(f"run {dead.name}: KILLED: ended without a word during push")
+    again = zivsync_run(config, env=sandbox.env)  # said once: a closed run is not closed again
+    assert "was killed before it ended" not in again.stderr

@@ -213,6 +213,29 @@ def run_folders(runs_dir: Path) -> list[Path]:
     return sorted((p for p in runs_dir.iterdir() if p.is_dir() and RUN_ID.match(p.name)), key=_run_order)
 
 
+def close_abandoned(runs_dir: Path) -> list[Path]:
+    """Runs that were ended outright (Task Scheduler's End or time limit, a killed process, a
+    power loss) left a summary that still says "running": no handler of theirs could write
+    more. The next run (holding the lock, so none of them is running) says so in their summary,
+    so that their report and a mail do not show a run as going on for ever."""
+    closed = []
+    for folder in run_folders(runs_dir):
+        path = folder / "summary.json"
+        try:
+            summary = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if not isinstance(summary, dict) or summary.get("outcome") != "running":
+            continue
+        last = (summary.get("stages") or [{}])[-1].get("name", "its start")
+        summary.update(outcome="killed", message=f"ended without a word during {last}: the process was killed "
+                       "(Task Scheduler's End or its time limit, kill -9, a crash or a power loss); what it "
+                       "did is in its streams and run.log", closed_by=now_rfc3339())
+        write_json(path, summary)
+        closed.append(folder)
+    return closed
+
+
 def _run_order(folder: Path) -> tuple[str, int]:
     stamp, _, suffix = folder.name.partition("-")
     return stamp, int(suffix or 1)

@@ -29,7 +29,7 @@ from .nightly import RESULTS, directory_files, stream_file
 PROBLEMS = ("failed", "conflict")  # the results an administrator has to look at
 STATUS_ORDER = ("applied", "conflict", "failed", "skipped")
 # How a run's outcome looks: fine, worth a look, or needing someone to act.
-SEVERITY = {"ok": "good", "pending": "warn", "partial": "warn", "interrupted": "warn", "running": "warn",
+SEVERITY = {"ok": "good", "pending": "warn", "partial": "warn", "interrupted": "warn", "running": "warn", "killed": "bad",
             "refused": "bad", "unreachable": "bad", "error": "bad"}
 
 
