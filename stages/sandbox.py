@@ -58,14 +58,21 @@ Example:
 @option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="MS",
         help="Delay every API request by this many milliseconds.")
 @option("--fault-seed", type=int, metavar="N", help="Seed the choice of faults, to repeat a run exactly.")
+@option("--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+        help="Serve https with this certificate (PEM, with its chain), as Zivver does; needs --tls-key.")
+@option("--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+        help="The private key of --tls-cert (PEM).")
 def command(port, claimed_domains, seed, state_file, rate_limit, rate_window, fail_rate, drop_rate,
-            drop_after_write_rate, latency, fault_seed):
+            drop_after_write_rate, latency, fault_seed, tls_cert, tls_key):
+    if bool(tls_cert) != bool(tls_key):
+        raise ZivsyncError("--tls-cert and --tls-key go together")
     api_key = os.environ.get(server.API_KEY_VARIABLE, "")
     if not api_key.strip():
         raise ZivsyncError(f"set the API key clients must present in the environment variable {server.API_KEY_VARIABLE}")
     server.serve(port, claimed_domains, seed, Path(state_file) if state_file else None, api_key.strip(),
                  server.TokenBucket(rate_limit, rate_window),
-                 server.Faults(fail_rate, drop_rate, drop_after_write_rate, fault_seed), latency / 1000, _announce)
+                 server.Faults(fail_rate, drop_rate, drop_after_write_rate, fault_seed), latency / 1000, _announce,
+                 (tls_cert, tls_key) if tls_cert else None)
     return ExitStatus.OK
 
 

@@ -142,7 +142,7 @@ class Sandbox:
         self.process = subprocess.Popen(executable("zivsync-sandbox") + ["--port", "0", *self.args],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
         self.url = self.process.stdout.readline().decode().strip()
-        if not self.url.startswith("http://127.0.0.1:"):
+        if not self.url.startswith(("http://127.0.0.1:", "https://127.0.0.1:")):
             self.__exit__(None, None, None)
             raise RuntimeError(f"zivsync-sandbox did not start: {self.url!r} {self.process.stderr.read()!r}")
         return self

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 import requests
-from helpers import account, executable, run, write_stream
+from helpers import account, executable, read_jsonl, run, write_stream
 
 from stages.zivver.sandbox_server import TokenBucket
 
@@ -693,3 +693,22 @@ def test_a_listing_page_costs_what_is_on_it(monkeypatch):
     rendered.clear()
     assert state.list(USER, "U0500@Example.com") == (1, [state.resources[made[500]]]) and len(rendered) == 1
     assert state.list(USER, "desk@example.com") == (0, [])  # a group's address is no user's
+
+
+def test_the_sandbox_serves_https_as_zivver_does(tmp_path):
+    """--tls-cert/--tls-key: the sandbox behind TLS (for revocation and trust-store tests, and
+    rehearsals that go through a TLS-inspecting proxy); the client verifies it with --ca-file."""
+    import testcerts
+    from helpers import Sandbox
+
+    files = testcerts.ca_and_server(tmp_path / "tls", "zivsync sandbox test CA")
+    with Sandbox("--tls-cert", files["server_cert"], "--tls-key", files["server_key"],
+                 "--seed", write_stream(tmp_path / "seed.jsonl", "accounts", [account("ann@example.com")])) as sandbox:
+        assert sandbox.url.startswith("https://127.0.0.1:")
+        trusted = run("zivsync-snapshot", "--ca-file", files["ca_file"], "-o", tmp_path / "current.jsonl",
+                      env=sandbox.env)
+        untrusted = run("zivsync-snapshot", "-o", tmp_path / "refused.jsonl", env=sandbox.env)
+    assert trusted.returncode == 0, trusted.stderr
+    assert [r["email"] for r in read_jsonl(tmp_path / "current.jsonl") if r["type"] == "account"] == ["ann@example.com"]
+    assert untrusted.returncode == 4 and "TLS certificate verification failed" in untrusted.stderr
+    assert "issued by CN=zivsync sandbox test CA" in untrusted.stderr

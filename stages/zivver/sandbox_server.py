@@ -48,6 +48,7 @@ import re
 import signal
 import socket
 import socketserver
+import ssl
 import sys
 import tempfile
 import threading
@@ -927,9 +928,17 @@ def _number(value: float) -> int | float:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, sandbox: Sandbox):
-        self.sandbox = sandbox
+    def __init__(self, port: int, sandbox: Sandbox, tls: "ssl.SSLContext | None" = None):
+        self.sandbox, self.tls = sandbox, tls
         super().__init__(("127.0.0.1", port), Handler)
+
+    def get_request(self):
+        """With TLS, each connection's handshake happens in its own thread, at its first read
+        (do_handshake_on_connect=False): a client that never finishes it holds up nobody else."""
+        connection, address = super().get_request()
+        if self.tls is not None:
+            connection = self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return connection, address
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)  # HTTPServer's would look up the host name: slow
@@ -943,15 +952,17 @@ class Server(ThreadingHTTPServer):
 
 
 def serve(port: int, claimed_domains: Iterable[str], seed: str | None, state_file: Path | None, api_key: str,
-          bucket: TokenBucket, faults: Faults, latency: float, announce: Callable[[str], None]) -> None:
-    """Serve until SIGTERM or Ctrl+C; ``announce`` gets the base URL once the server listens."""
+          bucket: TokenBucket, faults: Faults, latency: float, announce: Callable[[str], None],
+          tls: tuple[str, str] | None = None) -> None:
+    """Serve until SIGTERM or Ctrl+C; ``announce`` gets the base URL once the server listens.
+    ``tls``: (certificate, key) PEM files to serve https, as Zivver does, instead of http."""
     state = initial_state(claimed_domains, seed, state_file)
     sandbox = Sandbox(state, api_key, bucket, faults, latency, state_file)
     try:
-        server = Server(port, sandbox)
+        server = Server(port, sandbox, _tls_context(*tls) if tls else None)
     except OSError as failure:
         raise ZivsyncError(f"cannot listen on 127.0.0.1:{port}: {failure.strerror or failure}") from None
-    url = f"http://127.0.0.1:{server.server_port}{API_PREFIX}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}{API_PREFIX}"
     announce(url)
     users = sum(1 for r in state.resources.values() if kind_of(r) == USER)
     log.info("serving %d personal and %d functional accounts at %s (domains: %s)", users,
@@ -967,6 +978,15 @@ def serve(port: int, claimed_domains: Iterable[str], seed: str | None, state_fil
     finally:
         server.server_close()
     sandbox.lock.acquire()  # never leave with a state file half written; requests in flight end with us
+
+
+def _tls_context(certificate: str, key: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certificate, key)
+    except (OSError, ssl.SSLError) as failure:
+        raise ZivsyncError(f"cannot use the certificate {certificate} with the key {key}: {failure}") from None
+    return context
 
 
 def _claimed_only(reader: StreamReader, state: State) -> Iterator[dict]:
