@@ -107,6 +107,25 @@ def zivver_options(func: Callable) -> Callable:
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
+    return revocation_options(func)
+
+
+def revocation_options(func: Callable) -> Callable:
+    """Revocation checks of the TLS certificates a stage is shown (every stage that opens TLS)."""
+    decorators = [
+        option("--check-revocation", is_flag=True,
+               help="Check each server's TLS certificate (and the intermediates, where Python gives the verified "
+                    "chain) against the CRLs its CA publishes, fetched over http and cached until their nextUpdate: "
+                    "a revoked certificate is refused (exit 4), and so is one whose CRL cannot be had."),
+        option("--revocation-soft-fail", is_flag=True,
+               help="With --check-revocation: a CRL that cannot be fetched or verified is warned about (loudly) "
+                    "instead of refusing the connection. A revoked certificate is refused all the same."),
+        option("--crl-cache", type=click.Path(file_okay=False), metavar="DIR",
+               help="Keep fetched CRLs here until their nextUpdate (each re-verified on use). Default: zivsync's "
+                    "folder in this user's cache (~/.cache/zivsync/crl; on Windows %LOCALAPPDATA%\\zivsync\\crl)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
     return func
 
 

@@ -13,6 +13,7 @@ import click
 from . import cli
 from .cli import ExitStatus, ZivsyncError
 from .core.http import ApiError
+from .core.tls import check_revocation
 from .sources.directory_stream import write_directory
 from .sources.exchangeonline import KIND_NAMES, Reader, Scope
 from .sources.exchangeonprem import AUTHS, Endpoint, RemotePowerShell
@@ -90,9 +91,10 @@ def exchange_option(*decls, **kwargs):
                  help="Only mailboxes that are members of this group, nested membership included (repeatable).")
 @exchange_option("--source", default="exchange", show_default=True, metavar="NAME",
                  help="The source name in the records.")
+@cli.revocation_options
 def command(output, url, auth, username, password_file, ca_file, no_verify_tls, allow_unencrypted, kerberos_service,
             timeout, concurrency, mailbox_kinds, user_mailbox_permissions, claimed_domains, address_filters,
-            member_of, source):
+            member_of, source, **revocation):
     password = None
     if auth != "kerberos" or username or password_file:
         if not username:
@@ -103,6 +105,11 @@ def command(output, url, auth, username, password_file, ca_file, no_verify_tls, 
     endpoint = Endpoint(url=url, auth=auth, username=username, password=password, ca_file=ca_file,
                         verify_tls=not no_verify_tls, allow_unencrypted=allow_unencrypted, service=kerberos_service,
                         timeout=timeout)
+    https, host, port, _ = endpoint.parts()
+    if https and endpoint.verify_tls:
+        check_revocation("Exchange", host, port, ca_file, {**revocation, "timeout": timeout})
+    elif revocation.get("check_revocation"):
+        cli.log.warning("--check-revocation: %s is not verified https: there is no certificate to check", url)
     shell = RemotePowerShell(endpoint, concurrency=concurrency).open()
     scope = Scope.of(mailbox_kinds, user_mailbox_permissions, claimed_domains, address_filters, member_of, source)
     header = {"source": {"url": url, "auth": auth, "username": username, **scope.describe()},

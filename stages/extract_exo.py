@@ -6,15 +6,25 @@ The logic: ``stages/sources/exchangeonline.py``.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
 from . import cli
 from .cli import ExitStatus, ZivsyncError
 from .core.http import ApiError
-from .core.tls import system_trust
+from .core.tls import check_revocation, system_trust
 from .sources.directory_stream import write_directory
-from .sources.exchangeonline import CLOUDS, KIND_NAMES, Cloud, ExchangeApi, Login, Reader, Scope, Tokens
+from .sources.exchangeonline import (
+    CLOUDS,
+    KIND_NAMES,
+    Cloud,
+    ExchangeApi,
+    Login,
+    Reader,
+    Scope,
+    Tokens,
+)
 
 HELP = """Read mailboxes, groups and Full Access permissions from Exchange Online (through the
 Exchange admin API, no PowerShell) and write them as a directory stream.
@@ -99,14 +109,18 @@ KINDS = sorted(KIND_NAMES)  # user, shared, room, equipment
             help="Only mailboxes that are members of this group, nested membership included: its address, "
                  "name or id (repeatable).")
 @exo_option("--source", default="exo", show_default=True, metavar="NAME", help="The source name in the records.")
+@cli.revocation_options
 def command(output, tenant, client_id, client_secret_file, certificate_key, certificate, thumbprint, pfx,
             certificate_passphrase_file, device_code, cloud, authority_host, exchange_url, ca_file, timeout,
             page_size, batch, concurrency, mailbox_kinds, user_mailbox_permissions, claimed_domains,
-            address_filters, member_of, source):
+            address_filters, member_of, source, **revocation):
     base = CLOUDS[cloud]
     endpoints = Cloud(authority_host or base.authority_host, exchange_url or base.exchange_url, base.graph_url)
     login = _login(tenant, client_id, client_secret_file, certificate_key, certificate, thumbprint, pfx,
                    certificate_passphrase_file, device_code)
+    for what, url in (("Entra ID", endpoints.authority_host), ("Exchange Online", endpoints.exchange_url)):
+        parts = urlsplit(url)
+        check_revocation(what, parts.hostname or "", parts.port or 443, ca_file, {**revocation, "timeout": timeout})
     verify = system_trust(ca_file or True)
     tokens = Tokens(login, endpoints, verify=verify, timeout=timeout,
                     prompt=lambda text: click.echo(text, err=True))

@@ -115,10 +115,11 @@ def _region(ctx, param, value):
              help="The source name in the records (to tell several forests apart).")
 @ldap_option("--ldif", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
              help="Read an LDIF export (ldifde -f, or ldapsearch) instead of a domain controller.")
+@cli.revocation_options
 def command(output, urls, base_dn, bind_dn, password_file, kerberos, kerberos_host, ca_file, tls_server_name,
             no_verify_tls, allow_plain_ldap, timeout, page_size, include_ous, exclude_ous, include_groups, exclude_groups,
             people_filter, group_filter, extra_attributes, sso_key_attribute, phone_attributes, default_region,
-            source, ldif):
+            source, ldif, **revocation):
     scope = Scope(base_dn=base_dn, include_ous=include_ous, exclude_ous=exclude_ous,
                   include_groups=include_groups, exclude_groups=exclude_groups, filter=people_filter,
                   group_filter=group_filter, extra_attributes=extra_attributes, sso_key_attribute=sso_key_attribute,
@@ -135,7 +136,7 @@ def command(output, urls, base_dn, bind_dn, password_file, kerberos, kerberos_ho
         server = Server(urls=urls, bind_dn=bind_dn, password=password, kerberos=kerberos, kerberos_host=kerberos_host,
                         ca_file=ca_file,
                         tls_server_name=tls_server_name, allow_plain=allow_plain_ldap, verify_tls=not no_verify_tls,
-                        timeout=timeout)
+                        timeout=timeout, revocation={**revocation, "timeout": timeout})
         directory = LiveDirectory(server, scope, page_size).connect()
         origin = {"url": directory.url, "bind_dn": bind_dn, "page_size": page_size}
     header = {"source": {**origin, "base_dn": base_dn, "name": source, **_scope_description(scope)},

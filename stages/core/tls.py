@@ -7,8 +7,11 @@ server answered or the CA file is not the one that signed it.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
+import sys
+from pathlib import Path
 
 
 def presented_certificate(host: str, port: int, timeout: float = 5.0) -> str | None:
@@ -57,3 +60,62 @@ def system_trust(verify: bool | str) -> bool | str:
         truststore.inject_into_ssl()
         _SYSTEM_TRUST = True
     return verify
+
+
+# -- revocation (--check-revocation) ------------------------------------------------------------
+
+
+def default_crl_cache() -> Path:
+    """The user's own cache: a CRL there is re-verified on every use, but an older one planted by
+    someone else could hide a later revocation until its nextUpdate, so never a shared folder."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "zivsync" / "crl"
+
+
+def _policy(options: dict):
+    from .revocation import RevocationPolicy
+
+    return RevocationPolicy(cache_dir=Path(options.get("crl_cache") or default_crl_cache()),
+                            soft_fail=bool(options.get("revocation_soft_fail")),
+                            timeout=float(options.get("timeout") or 10.0))
+
+
+def check_revocation(what: str, host: str, port: int, ca_file: str | None, options: dict) -> None:
+    """With --check-revocation: the certificate the server at host:port presents (and the
+    intermediates, where Python gives the verified chain) checked against its CA's CRLs before
+    anything is sent; refused (exit 4) when revoked, or when a CRL cannot be had and
+    --revocation-soft-fail is not given. Each certificate's status is logged ("revocation:"),
+    which zivsync check shows."""
+    if not options.get("check_revocation"):
+        return
+    from .revocation import probe, raise_if_bad
+
+    policy = _policy(options)
+    result = probe(host, port, ca_file, policy, timeout=policy.timeout)
+    _report(what, f"{host}:{port}", result)
+    raise_if_bad(result, policy)
+
+
+def check_revocation_of(what: str, tls_socket, ca_file: str | None, options: dict) -> None:
+    """The same for a connection already made (LDAP after StartTLS): its own peer's chain."""
+    if not options.get("check_revocation"):
+        return
+    from .revocation import check_chain, peer_chain, raise_if_bad, trusted_issuers
+
+    policy = _policy(options)
+    result = check_chain(peer_chain(tls_socket), trusted_issuers(ca_file), policy)
+    _report(what, "StartTLS", result)
+    raise_if_bad(result, policy)
+
+
+def _report(what: str, where: str, result) -> None:
+    import logging
+
+    from .revocation import describe
+
+    log = logging.getLogger("zivsync")
+    for line in describe(result):
+        log.info("revocation: %s (%s): %s", what, where, line)

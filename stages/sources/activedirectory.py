@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from ..core.dn import canonical as _canonical
 from ..core.dn import under as _under
 from ..core.errors import ServerUnreachable, ZivsyncError, speaks_no_tls
-from ..core.tls import verification_failed
+from ..core.tls import check_revocation_of, verification_failed
 
 log = logging.getLogger("zivsync")
 
@@ -335,6 +335,7 @@ class Server:
     allow_plain: bool = False  # plain ldap:// without StartTLS: the password in clear text
     verify_tls: bool = True
     timeout: float = 15.0
+    revocation: dict = field(default_factory=dict)  # --check-revocation and its options (core/tls.py)
 
 
 # How every ldap3 connection is made. Ranged values are followed by _complete_ranges, not
@@ -430,6 +431,10 @@ class LiveDirectory:
             connection.open()
             if scheme == "ldap" and not self.server.allow_plain:
                 connection.start_tls()
+            if (scheme == "ldaps" or not self.server.allow_plain) and self.server.verify_tls:
+                # the certificate of this very connection (LDAPS, or after StartTLS), before the password goes
+                check_revocation_of("the domain controller", connection.socket, self.server.ca_file,
+                                    self.server.revocation)
             connection.bind()
         except ldap_errors.LDAPInvalidCredentialsResult:
             raise LdapFailure(f"{url}: invalid credentials for {self.server.bind_dn} (the password comes from "

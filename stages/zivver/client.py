@@ -33,7 +33,7 @@ from ..core.http import (  # noqa: F401 (re-exported)
     Unreachable,
 )
 from ..core.secrets import read_secret
-from ..core.tls import system_trust
+from ..core.tls import check_revocation, system_trust
 
 log = logging.getLogger("zivsync")
 
@@ -218,7 +218,7 @@ def _auth_message(status: int, message: str) -> str:
 
 
 CONNECTION_OPTIONS = ("zivver_url", "zivver_api_key_file", "ca_file", "insecure", "rate_limit", "rate_window",
-                      "timeout")
+                      "timeout", "check_revocation", "revocation_soft_fail", "crl_cache")
 
 
 def connect(options: dict) -> Client:
@@ -237,6 +237,10 @@ def connect(options: dict) -> Client:
     if options.get("insecure"):
         log.warning("TLS certificates are NOT verified (--insecure): anyone in between can read the API key")
         verify = False
+    if parts.scheme == "https" and verify is not False:
+        check_revocation("Zivver", parts.hostname, parts.port or 443, options.get("ca_file"), options)
+    elif options.get("check_revocation"):
+        log.warning("--check-revocation: %s is not verified https: there is no certificate to check", url)
     return Client(url, key, rate=options["rate_limit"], window=options["rate_window"], timeout=options["timeout"],
                   verify=system_trust(verify))
 
