@@ -83,7 +83,8 @@ def reasons(log: bytes, code: int) -> list[str]:
     """What to show under a connection's line: its warnings and errors; for a failure that logged
     none (a crash), the last lines it wrote, so that a failure is never only an exit code."""
     lines = [line.decode("utf-8", "replace") for line in log.splitlines()]
-    problems = [line for raw, line in zip(log.splitlines(), lines) if is_problem(raw)]
+    # with --check-revocation, each certificate's status, good or not, is part of the answer
+    problems = [line for raw, line in zip(log.splitlines(), lines) if is_problem(raw) or b": revocation: " in raw]
     if code and not any(":" in p and "error" in p.lower() for p in problems):
         tail = [line for line in lines if line.strip()][-3:]
         problems += tail or [f"it ended with exit code {code} and said nothing"]

@@ -107,7 +107,11 @@ def check_revocation_of(what: str, tls_socket, ca_file: str | None, options: dic
 
     policy = _policy(options)
     result = check_chain(peer_chain(tls_socket), trusted_issuers(ca_file), policy)
-    _report(what, "StartTLS", result)
+    try:
+        where = "{}:{}".format(*tls_socket.getpeername()[:2])
+    except (OSError, TypeError):
+        where = "its connection"
+    _report(what, where, result)
     raise_if_bad(result, policy)
 
 
