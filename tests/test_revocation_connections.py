@@ -151,11 +151,14 @@ def test_ldaps_is_checked_on_its_own_connection_before_the_bind(published, pki, 
         assert done.returncode == ExitStatus.UNREACHABLE  # no LDAP behind it: past the check, the bind fails
 
 
-def test_the_samba_dc_with_revocation_checks_on(samba_dc, tmp_path):
-    """The real DC's certificate names no CRL distribution point: noted, not refused."""
+@pytest.mark.parametrize("over", ["ldaps", "starttls"])
+def test_the_samba_dc_with_revocation_checks_on(samba_dc, tmp_path, over):
+    """The real DC's certificate names no CRL distribution point: noted, not refused, over LDAPS
+    and after StartTLS alike."""
     from samba_dc import ADMIN_NT, ADMIN_PASSWORD, BASE_DN
 
-    done = run("zivsync-extract-ldap", "--url", samba_dc.ldaps_url, "--base-dn", BASE_DN, "--bind-dn", ADMIN_NT,
+    url = samba_dc.ldaps_url if over == "ldaps" else samba_dc.ldap_url
+    done = run("zivsync-extract-ldap", "--url", url, "--base-dn", BASE_DN, "--bind-dn", ADMIN_NT,
                "--ca-file", samba_dc.tls["ca"], *checks(tmp_path), "-o", tmp_path / "ad.jsonl",
                env={"ZIVSYNC_LDAP_PASSWORD": ADMIN_PASSWORD})
     assert done.returncode == 0, done.stderr
