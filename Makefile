@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test-deps kerberos-extra test demo bench soak golden docs clean
+.PHONY: venv test-deps kerberos-extra test demo bench soak golden docs bundle clean
 
 venv: $(STAMP)
 
@@ -51,6 +51,11 @@ golden: venv
 # Rewrite docs/commands.md from every command's --help (tests/test_docs.py checks it is current).
 docs: venv
 	$(BIN)/python scripts/make_docs.py
+
+# Offline install bundles, one zip per platform, in dist/ (docs/offline-install.md): the newest
+# releases of every dependency from the index, downloads kept in ~/.cache/zivsync-bundle.
+bundle: venv
+	$(BIN)/python scripts/bundle.py --refresh
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
