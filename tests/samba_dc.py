@@ -11,6 +11,7 @@ Samba's packages come from ``scripts/install-test-deps.sh`` (run by ``make test`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -103,7 +104,27 @@ class SambaDC:
         self._provision()
         for number, ldif in enumerate([*schema_ldifs(), LDAP_SERVICE_PRINCIPAL, *self.seed]):
             self.load_ldif(ldif, f"load-{number}")
-        log = open(self.folder / "samba.out", "wb")
+        self._launch()
+
+    @contextlib.contextmanager
+    def presenting(self, certificate_pem: bytes, key_pem: bytes):
+        """The DC serving another certificate (and chain) for a while: Samba reads its TLS files
+        at start, so it is restarted with them, and again with its own afterwards."""
+        own = {name: self.tls[name].read_bytes() for name in ("cert", "key")}
+        self.stop()
+        self.tls["cert"].write_bytes(certificate_pem)
+        self.tls["key"].write_bytes(key_pem)
+        try:
+            self._launch()
+            yield self
+        finally:
+            self.stop()
+            for name, data in own.items():
+                self.tls[name].write_bytes(data)
+            self._launch()
+
+    def _launch(self) -> None:
+        log = open(self.folder / "samba.out", "ab")
         self.process = subprocess.Popen(
             ["samba", "-i", "-M", "single", "-s", str(self.folder / "etc" / "smb.conf")],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

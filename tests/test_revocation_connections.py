@@ -176,3 +176,23 @@ def test_zivsync_check_reports_the_revocation_status_of_each_connection(publishe
     assert done.returncode == 0, out + done.stderr
     assert "zivver" in out and "revocation: Zivver (127.0.0.1:" in out and "CN=good.zivsync.test" in out
     assert ": good (CRL http://127.0.0.1:" in out and "/intermediate.crl" in out
+
+
+def test_the_samba_dc_presenting_a_revoked_certificate_is_refused(samba_dc, crls, pki, root, tmp_path):
+    """The real DC, restarted with a certificate for its address that its CA has revoked: the
+    extraction is refused over LDAPS before the password is sent."""
+    from samba_dc import ADMIN_NT, ADMIN_PASSWORD, BASE_DN
+
+    middle_key, middle = pki["intermediate"]
+    key, dc_certificate = testcerts.issue(middle_key, middle, "dc1.corp.example.test",
+                                          names=("dc1.corp.example.test", "localhost"), addresses=(samba_dc.address,),
+                                          crl_urls=(f"{crls.url}/intermediate.crl",),
+                                          issuer_url=f"{crls.url}/intermediate.crt")
+    publish(crls, pki, leaves_revoked=(dc_certificate.serial_number,))
+    with samba_dc.presenting(testcerts.pem(dc_certificate, middle), testcerts.private_pem(key)):
+        done = run("zivsync-extract-ldap", "--url", samba_dc.ldaps_url, "--base-dn", BASE_DN, "--bind-dn", ADMIN_NT,
+                   "--ca-file", root, *checks(tmp_path), "-o", tmp_path / "ad.jsonl",
+                   env={"ZIVSYNC_LDAP_PASSWORD": ADMIN_PASSWORD})
+    assert done.returncode == ExitStatus.UNREACHABLE, done.stderr
+    assert "revoked" in done.stderr and f"{dc_certificate.serial_number:x}" in done.stderr.lower()
+    assert not (tmp_path / "ad.jsonl").exists()
