@@ -471,7 +471,10 @@ def reader_gone(error: OSError) -> bool:
     """Whether a write failed because the reader of our output went away: on Windows a pipe
     whose reader closed (``| Select-Object -First 5``) fails with EINVAL, not EPIPE (CPython
     maps ERROR_NO_DATA to EINVAL: bpo-35754), so it must be told from a real error by errno."""
-    return isinstance(error, BrokenPipeError) or (sys.platform == "win32" and error.errno == errno.EINVAL)
+    if isinstance(error, BrokenPipeError):
+        return True
+    # a write to the pipe names no file; open("plan?.jsonl") fails with EINVAL too, and names it
+    return sys.platform == "win32" and error.errno == errno.EINVAL and error.filename is None
 
 
 def _silence_stdout() -> None:

@@ -219,8 +219,8 @@ def _apply_all(changes, done, pusher, writer, statuses: dict[str, int], bar, sav
                 abort = stop
                 result = _result(change, "failed", str(stop.error), stop.error.status)
         writer.write(result)
+        statuses[result["status"]] = statuses.get(result["status"], 0) + 1  # counted as soon as it is on record
         saver.save_if_due()
-        statuses[result["status"]] = statuses.get(result["status"], 0) + 1
         level = 20 if result["status"] in ("applied", "skipped") else 30
         cli.log.log(level, "%s %s %s: %s", result["status"], change["op"], change["email"], result["message"])
     return abort

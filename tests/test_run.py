@@ -414,6 +414,8 @@ def test_outcome_message():
         "interrupted by SIGTERM during push: 1 of 3 changes applied, 1 failed, 1 not sent "
         "(the next zivsync run --apply plans them afresh)")
     assert running.outcome_of(3) == "refused" and running.outcome_of(130) == "interrupted"
+    assert running.outcome_of(149) == "interrupted"  # Windows' Ctrl-Break: not an "error"
+    assert running.outcome_message(149, "", None, None, False) == "interrupted by Ctrl-Break: nothing was applied"
     assert running.outcome_of(99) == "error"
 
 
@@ -607,3 +609,10 @@ def test_a_run_killed_outright_is_said_to_be_so_by_the_next(sandbox, tmp_path):
     assert report.splitlines()[0].startswith(f"run {dead.name}: KILLED: ended without a word during push")
     again = zivsync_run(config, env=sandbox.env)  # said once: a closed run is not closed again
     assert "was killed before it ended" not in again.stderr
+
+
+def test_a_run_folder_lists_every_directory_stream_it_read_whatever_its_name(tmp_path):
+    for name in ("directory-ldap.jsonl.gz", "input-1-hr.json.gz", "input-2-exchange.jsonl.gz", "plan.jsonl.gz"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in running.directory_files(tmp_path)] == [
+        "directory-ldap.jsonl.gz", "input-1-hr.json.gz", "input-2-exchange.jsonl.gz"]

@@ -598,3 +598,20 @@ def test_a_gzip_stream_whose_writer_was_killed_reads_every_line_it_flushed(tmp_p
     reader = StreamReader([Input.open(killed)])
     assert list(reader) == RECORDS and not reader.complete
     assert "no end record" in " ".join(reader.incomplete_reasons)
+
+
+def test_the_last_line_of_a_gzip_stream_whose_writer_was_killed(tmp_path):
+    """stream_facts and the tallies read a stream's last line: a gzip file without its trailer
+    (push killed) still has one."""
+    import gzip
+
+    from stages.core.stream import last_line
+
+    raw = io.BytesIO()
+    writer = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)
+    for n in range(3):
+        writer.write(b'{"n":%d}\n' % n)
+        writer.flush()
+    killed = tmp_path / "results.jsonl.gz"
+    killed.write_bytes(raw.getvalue() + b"")
+    assert last_line(killed) == b'{"n":2}'

@@ -340,14 +340,14 @@ def test_on_windows_each_stage_is_in_a_kill_on_close_job_without_a_window(tmp_pa
     monkeypatch.delattr(os, "wait4")  # Windows has none: the job gives the peak
     usage: dict = {}
     code = nightly.spawn(nightly.Step("validate", ("--help",), None), echo=False, usage=usage)
-    assert code == 0 and started == [winproc.CREATE_NO_WINDOW]
+    assert code == 0 and started == [winproc.CREATE_NO_WINDOW | winproc.CREATE_NEW_PROCESS_GROUP]
     size = ctypes.sizeof(winproc.JOBOBJECT_EXTENDED_LIMIT_INFORMATION)
     assert kernel32.calls[:3] == [("CreateJobObjectW", None, None),
                                   ("SetInformationJobObject", 4242, 9, winproc.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE, size),
                                   ("AssignProcessToJobObject", 4242, 777)]
     assert kernel32.calls[-1] == ("CloseHandle", 4242) and usage == {"peak_mb": 300.0}
-    kernel32.console = 1  # a run in a console window: its stages share it
-    assert winproc.creation_flags() == 0
+    kernel32.console = 1  # a run in a console window: its stages share it, each its own process group
+    assert winproc.creation_flags() == winproc.CREATE_NEW_PROCESS_GROUP
 
 
 def test_the_job_structure_is_laid_out_as_windows_declares_it():
@@ -380,3 +380,19 @@ def test_ctrl_break_stops_a_command_as_windows_sends_it(monkeypatch):
     finally:
         for number, handler in before.items():
             signal.signal(number, handler)
+
+
+def test_einval_is_a_reader_gone_only_when_writing_the_pipe_and_signals_held_include_ctrl_break(monkeypatch):
+    import errno
+    import signal
+
+    from stages.core.errors import signals_held
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert cli.reader_gone(OSError(errno.EINVAL, "Invalid argument"))
+    assert not cli.reader_gone(OSError(errno.EINVAL, "Invalid argument", "plan?.jsonl"))  # a bad file name
+    monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR1, raising=False)
+    before = signal.getsignal(signal.SIGUSR1)
+    with signals_held():
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN  # a second Ctrl-Break waits
+    assert signal.getsignal(signal.SIGUSR1) == before

@@ -543,9 +543,10 @@ def probe(host: str, port: int, ca_file: str | Path | None, policy: RevocationPo
     except ssl.SSLCertVerificationError as error:
         raise ServerUnreachable(verification_failed(error.verify_message or str(error), host, port,
                                                     str(ca_file) if ca_file else None)) from error
-    except OSError as error:
-        raise ServerUnreachable(f"cannot connect to {host}:{port} to check its certificate's revocation: "
-                                f"{error.strerror or error}") from error
+    except OSError as error:  # the check's own connection goes direct, not through an https proxy
+        raise RevocationUnknown(f"cannot connect to {host}:{port} to check its certificate's revocation: "
+                                f"{error.strerror or error} (the check connects directly, not through a proxy; "
+                                "--revocation-soft-fail lets the run go on)") from error
     trusted = _ca_file_certificates(ca_file) + context.get_ca_certs(binary_form=True)
     return check_chain(chain, trusted, policy)
 

@@ -149,7 +149,10 @@ def _decompressed(handle) -> IO[bytes]:
     """The handle, or a gzip reader over it when its content starts as gzip does."""
     peek = getattr(handle, "peek", None)
     if peek is not None and peek(2)[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+        packed = gzip.GzipFile(fileobj=handle, mode="rb")
+        if handle is not getattr(sys.stdin, "buffer", None):
+            packed.myfileobj = handle  # closing the gzip reader closes the file too (as GzipFile(name) does)
+        return packed  # type: ignore[return-value]
     return handle
 
 
@@ -462,9 +465,13 @@ def last_line(path: Path, tail: int = 65536) -> bytes | None:
                 raw.seek(0)
                 last = None
                 with gzip.GzipFile(fileobj=raw, mode="rb") as lines:
-                    for line in lines:
-                        last = line
-                return last.rstrip(b"\r\n") if last is not None else None
+                    with contextlib.suppress(EOFError):  # no gzip trailer (a writer killed): the lines so far
+                        while chunk := lines.read1(1 << 20):
+                            last = (last or b"")[-(1 << 20):] + chunk
+                if not last:
+                    return None
+                whole = last if last.endswith(b"\n") else last.rsplit(b"\n", 1)[0]  # a cut last line is no line
+                return whole.rstrip(b"\r\n").rsplit(b"\n", 1)[-1] or None
             raw.seek(0, os.SEEK_END)
             raw.seek(max(0, raw.tell() - tail))
             lines = raw.read().rstrip(b"\r\n").rsplit(b"\n", 1)

@@ -91,10 +91,18 @@ def check_revocation(what: str, host: str, port: int, ca_file: str | None, optio
     which zivsync check shows."""
     if not options.get("check_revocation"):
         return
-    from .revocation import probe, raise_if_bad
+    import logging
+
+    from .revocation import RevocationUnknown, probe, raise_if_bad
 
     policy = _policy(options)
-    result = probe(host, port, ca_file, policy, timeout=policy.timeout)
+    try:
+        result = probe(host, port, ca_file, policy, timeout=policy.timeout)
+    except RevocationUnknown as error:  # its own connection failed: unknown, as an unreachable CRL is
+        if not policy.soft_fail:
+            raise
+        logging.getLogger("zivsync").warning("REVOCATION NOT CHECKED (--revocation-soft-fail): %s: %s", what, error)
+        return
     _report(what, f"{host}:{port}", result)
     raise_if_bad(result, policy)
 

@@ -31,6 +31,7 @@ from ctypes import wintypes
 JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x00002000
 JOB_OBJECT_EXTENDED_LIMIT_INFORMATION_CLASS = 9
 CREATE_NO_WINDOW = 0x08000000
+CREATE_NEW_PROCESS_GROUP = 0x00000200
 
 
 class IO_COUNTERS(ctypes.Structure):
@@ -78,10 +79,12 @@ def _kernel32():
 
 
 def creation_flags() -> int:
-    """CREATE_NO_WINDOW when this process has no console (a scheduled task's run), else 0."""
+    """A stage's own process group (CREATE_NEW_PROCESS_GROUP: the run can send it Ctrl-Break,
+    GenerateConsoleCtrlEvent, to stop it in order), and CREATE_NO_WINDOW when this process has no
+    console (a scheduled task's run); 0 elsewhere."""
     if sys.platform != "win32":
         return 0
-    return CREATE_NO_WINDOW if not _kernel32().GetConsoleWindow() else 0
+    return CREATE_NEW_PROCESS_GROUP | (CREATE_NO_WINDOW if not _kernel32().GetConsoleWindow() else 0)
 
 
 class Job:

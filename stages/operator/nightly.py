@@ -42,6 +42,8 @@ OUTCOMES = {ExitStatus.OK: "ok", ExitStatus.ERROR: "error", ExitStatus.PARTIAL: 
             ExitStatus.REFUSED: "refused", ExitStatus.UNREACHABLE: "unreachable", ExitStatus.PENDING: "pending"}
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 TERMINATED = 143  # SIGTERM (128 + 15): systemd stopping the job, kill
+BROKEN = 149  # Windows' Ctrl-Break (128 + SIGBREAK 21)
+STOPPED_BY = {INTERRUPTED: "Ctrl-C", TERMINATED: "SIGTERM", BROKEN: "Ctrl-Break"}
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,8 @@ def stream_file(folder: Path, stem: str) -> Path:
 def directory_files(folder: Path) -> list[Path]:
     """The directory streams a run read: its sources' (directory-*) and its copies of the
     --directory streams (input-N-*), compressed or plain."""
-    return sorted(path for pattern in ("directory-*.jsonl*", "input-*.jsonl*") for path in folder.glob(pattern)
-                  if path.name.endswith((".jsonl", ".jsonl.gz")))
+    return sorted([*(p for p in folder.glob("directory-*.jsonl*") if p.name.endswith((".jsonl", ".jsonl.gz"))),
+                   *folder.glob("input-[0-9]*-*")])  # a copy keeps its stream's own name, whatever it is
 
 
 def staged_names(settings: Settings) -> list[str]:
@@ -298,16 +300,13 @@ def write_json(path: Path, value: dict) -> None:
     makes the rename fail for a moment: tried again, then given up with a warning, for the run
     matters more than its summary."""
     temporary = path.with_name(f".{path.name}.tmp")
-    for attempt in range(5):
-        try:
-            temporary.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-            files.replace(temporary, path)
-            return
-        except OSError as error:
-            if attempt == 4:
-                log.warning("could not write %s: %s", path, error)
-                return
-            time.sleep(0.2 * (attempt + 1))
+    try:
+        temporary.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+        files.replace(temporary, path)  # retried there while another program holds it (Windows)
+    except (OSError, ZivsyncError) as error:
+        log.warning("could not write %s: %s", path, error)
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 def sha256_of(path: Path) -> str:
@@ -393,7 +392,10 @@ def _wait(process: subprocess.Popen, usage: dict | None) -> int:
     (ru_maxrss: kilobytes on Linux, bytes on macOS), for the summary and the benchmark."""
     if usage is None or not hasattr(os, "wait4"):
         return process.wait()
-    _, status, resources = os.wait4(process.pid, 0)
+    try:
+        _, status, resources = os.wait4(process.pid, 0)
+    except ChildProcessError:  # the --stage-timeout thread's terminate() reaped it first (poll)
+        return process.wait()
     process.returncode = os.waitstatus_to_exitcode(status)
     kilobytes = resources.ru_maxrss / (1024 if sys.platform == "darwin" else 1)
     usage["peak_mb"] = round(kilobytes / 1024, 1)
@@ -404,19 +406,20 @@ def _stop_and_drain(process: subprocess.Popen, stop: BaseException, log: IO[byte
     """Stops a stage with the signal that stopped the run and keeps what it says as it goes: its
     last line says how far it got (push: "interrupted after 6 of 12 changes …"), which run.log and
     the console must not lose. Returns its exit code (128 + the signal, as shells say it)."""
-    signum = getattr(stop, "signum", signal.SIGINT) if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM
-    if signum == signal.SIGINT:  # Ctrl-C at a console reached the whole group: the stage is stopping
+    signum = getattr(stop, "signum", None) or (signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM)
+    if signum == signal.SIGINT and os.name == "posix":  # Ctrl-C at a console reached the whole group
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=2)
     if process.poll() is None:
-        # POSIX: the same signal (a stage that already has one ignores it while it writes its
-        # record down); Windows has no signals to send a process: TerminateProcess
-        process.send_signal(signum) if os.name == "posix" else process.terminate()
+        _pass_on(process, signum)
     try:
-        _, rest = process.communicate(timeout=10)
+        process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
-        _, rest = process.communicate()
+        process.wait()
+    # what the stage said last, from the same buffered reader the loop read from (its buffer
+    # may hold lines already), to the end: the stage has ended, so the pipe has too
+    rest = process.stderr.read() if process.stderr is not None else b""
     for line in (rest or b"").splitlines(keepends=True):
         if log is not None:
             log.write(line)
@@ -425,6 +428,21 @@ def _stop_and_drain(process: subprocess.Popen, stop: BaseException, log: IO[byte
             echo = _echo(line)
     code = process.returncode
     return 128 - code if code < 0 else code
+
+
+def _pass_on(process: subprocess.Popen, signum: int) -> None:
+    """The stage gets the run's own stop: POSIX, the same signal (a stage that already has one
+    ignores it while it writes its record down). Windows: CTRL_BREAK_EVENT to the stage's own
+    process group (started with CREATE_NEW_PROCESS_GROUP), which its SIGBREAK handler turns into
+    the same orderly stop; TerminateProcess only when that cannot be sent (learn.microsoft.com/
+    windows/console/generateconsolectrlevent)."""
+    if os.name == "posix":
+        process.send_signal(signum)
+        return
+    try:
+        process.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
+    except (OSError, AttributeError, ValueError):
+        process.terminate()
 
 
 def _echo(line: bytes) -> bool:
@@ -575,8 +593,8 @@ def _first_line(path: Path) -> dict | None:
 def outcome_message(code: int, stopped: str, plan: dict | None, results: dict | None, apply: bool,
                     during: str = "") -> str:
     """One line saying what the run did, for the summary, the log's last line and the mail."""
-    if code in (INTERRUPTED, TERMINATED):
-        how = "interrupted by Ctrl-C" if code == INTERRUPTED else "interrupted by SIGTERM"
+    if code in STOPPED_BY:
+        how = f"interrupted by {STOPPED_BY[code]}"
         where = f" during {during}" if during else ""
         if results is None:
             return f"{how}{where}: nothing was applied"
@@ -598,7 +616,7 @@ def outcome_message(code: int, stopped: str, plan: dict | None, results: dict | 
 
 
 def outcome_of(code: int) -> str:
-    return "interrupted" if code in (INTERRUPTED, TERMINATED) else OUTCOMES.get(code, "error")
+    return "interrupted" if code in STOPPED_BY else OUTCOMES.get(code, "error")
 
 
 @contextlib.contextmanager
