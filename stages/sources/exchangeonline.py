@@ -231,6 +231,16 @@ class Cmdlet:
         return " ".join([self.name, *(f"-{k} {value(v)}" for k, v in self.parameters.items())])
 
 
+RENEWALS = 3  # new tokens for one request, at most
+
+
+def _expired(response: requests.Response) -> bool:
+    """Whether a 401 says the token's lifetime ran out (Exchange Online: "Lifetime validation
+    failed, the token is expired." with the code ExpiredToken), rather than that it is refused."""
+    text = response.text[:2000]
+    return "ExpiredToken" in text or "token is expired" in text
+
+
 class CmdletError(ApiError):
     """Exchange refused or failed one cmdlet; the message is Exchange's own."""
 
@@ -259,12 +269,13 @@ class ExchangeApi(HttpClient):
         return odata_error(response.content, response.reason)
 
     def _post(self, url: str, body: dict, what: str) -> dict:
-        """POST (safe to repeat: these are all Get- cmdlets), with one renewal of the token
-        when the API says it is no longer good."""
+        """POST (safe to repeat: these are all Get- cmdlets), with a new token when the API says
+        the one sent is no longer good: once for any 401, up to three times when it says the
+        token expired (a renewed token can age out again while the request waits out a 429)."""
         data = orjson.dumps(body)
-        for attempt in (1, 2):
+        for attempt in range(1, RENEWALS + 2):
             response = self.send("POST", url, idempotent=True, data=data)
-            if response.status_code != 401 or attempt == 2:
+            if response.status_code != 401 or attempt > RENEWALS or (attempt > 1 and not _expired(response)):
                 break
             log.debug("the API refused the access token (401): getting a new one")
             self.tokens.token(self.resource, renew=True)
