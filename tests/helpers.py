@@ -4,6 +4,7 @@ Imported by the test modules as ``from helpers import ...`` (pytest puts tests/ 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 
@@ -90,6 +92,18 @@ class Ran:
     @property
     def records(self) -> list[dict]:
         return read_jsonl(self.stdout)
+
+
+@contextlib.contextmanager
+def ended(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """The process, killed by its pid on the way out if it is still running, also when the
+    block fails (a test that signals a process and waits for it must never leave it behind)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def executable(name: str) -> list[str]:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from fake_microsoft import FakeMicrosoft, Tenant
-from helpers import FABRIKAM_ZIVVER, API_KEY, EXAMPLES, Sandbox, read_jsonl, run
+from helpers import API_KEY, EXAMPLES, FABRIKAM_ZIVVER, Sandbox, read_jsonl, run
 from samba_dc import ADMIN_NT, ADMIN_PASSWORD, BASE_DN
 
 from stages.cli import ExitStatus

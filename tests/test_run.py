@@ -16,7 +16,7 @@ from pathlib import Path
 import filelock
 import pytest
 import testcerts
-from helpers import FABRIKAM_ZIVVER, API_KEY, EXAMPLES, Sandbox, executable, read_jsonl, run
+from helpers import API_KEY, EXAMPLES, FABRIKAM_ZIVVER, Sandbox, ended, executable, read_jsonl, run
 
 from stages.operator import nightly as running
 
@@ -251,12 +251,9 @@ def test_a_terminated_run_says_so(tmp_path):
     config = write_config(tmp_path)
     with Sandbox("--seed", EXAMPLES / "current.jsonl", "--latency", "30000", claimed=FABRIKAM_ZIVVER) as slow:  # ms
         process, folder = run_waiting_in_snapshot(config, slow)
-        try:
+        with ended(process):
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=30) == running.TERMINATED  # 128 + SIGTERM (issue 14)
-        finally:
-            if process.poll() is None:
-                process.kill()
     summary = summary_of(folder)
     assert summary["outcome"] == "interrupted" and summary["exit_code"] == running.TERMINATED
     assert summary["message"] == "interrupted by SIGTERM during snapshot: nothing was applied"
@@ -275,9 +272,8 @@ def test_a_run_stopped_during_push_reports_how_far_push_got(tmp_path, signum, co
     with Sandbox("--seed", EXAMPLES / "current.jsonl", "--rate-limit", "0", "--latency", "300",
                  claimed=FABRIKAM_ZIVVER) as slow:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")} | slow.env
-        process = subprocess.Popen(executable("zivsync") + ["run", "--config", str(config), "--apply"],
-                                   env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
+        with ended(subprocess.Popen(executable("zivsync") + ["run", "--config", str(config), "--apply"],
+                                    env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)) as process:
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 folders = run_folders(config)
@@ -287,10 +283,6 @@ def test_a_run_stopped_during_push_reports_how_far_push_got(tmp_path, signum, co
                 time.sleep(0.05)
             process.send_signal(signum)  # to the run alone: it passes the signal on to its stage
             _, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
     assert process.returncode == code, stderr
     folder = run_folders(config)[0]
     summary = summary_of(folder)

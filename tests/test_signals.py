@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import FABRIKAM_ZIVVER, EXAMPLES, Sandbox, executable, read_jsonl, run
+from helpers import EXAMPLES, FABRIKAM_ZIVVER, Sandbox, ended, executable, read_jsonl, run
 
 CLAIMED = ("fabrikam.example", "fabrikam.nl")
 DOMAINS = [arg for domain in CLAIMED for arg in ("--claimed-domain", domain)]
@@ -32,19 +32,14 @@ def test_a_push_stopped_half_way_says_how_far_it_got(tmp_path, signum, code):
         planned = sum(r["type"] == "change" for r in read_jsonl(tmp_path / "plan.jsonl"))
         results = tmp_path / "results.jsonl"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("ZIVSYNC_")} | sandbox.env
-        push = subprocess.Popen(executable("zivsync-push") + [
-            "-i", str(tmp_path / "plan.jsonl"), "--apply", "--state", str(tmp_path / "state"), "--rate-limit", "1000",
-            "-o", str(results)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
-        try:
+        with ended(subprocess.Popen(executable("zivsync-push") + [
+                "-i", str(tmp_path / "plan.jsonl"), "--apply", "--state", str(tmp_path / "state"), "--rate-limit",
+                "1000", "-o", str(results)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)) as push:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and (not results.exists() or results.read_bytes().count(b"\n") < 3):
                 time.sleep(0.05)
             push.send_signal(signum)
             _, stderr = push.communicate(timeout=60)
-        finally:  # stopped by its pid whatever happened above
-            if push.poll() is None:
-                push.kill()
-                push.communicate()
     stderr = stderr.decode()
     written = [r for r in read_jsonl(results) if r["type"] == "result"]
     applied = sum(r["status"] == "applied" for r in written)
@@ -66,16 +61,11 @@ def test_a_push_stopped_half_way_says_how_far_it_got(tmp_path, signum, code):
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_every_executable_exits_128_plus_the_signal(signum, code):
     """A stage waiting for its input (no pipe ever closes): the signal ends it, never with exit 1."""
-    stage = subprocess.Popen(executable("zivsync-validate") + ["-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
-    try:
+    with ended(subprocess.Popen(executable("zivsync-validate") + ["-"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)) as stage:
         time.sleep(1.0)  # started and reading
         stage.send_signal(signum)
         _, stderr = stage.communicate(timeout=30)
-    finally:
-        if stage.poll() is None:
-            stage.kill()
-            stage.communicate()
     assert stage.returncode == code, stderr
     assert b"Traceback" not in stderr
 
