@@ -490,6 +490,16 @@ def _mode_for(target: Path) -> int:
     return 0o666 & ~umask
 
 
+def end_record(path: Path) -> dict | None:
+    """The end record a stream file ends with (its count, completeness and tally), from its last
+    line only; None when it ends otherwise (cut short, or not a stream)."""
+    try:
+        end = orjson.loads(last_line(path) or b"null")
+    except orjson.JSONDecodeError:
+        return None
+    return end if isinstance(end, dict) and end.get("type") == "end" else None
+
+
 _NON_ASCII = re.compile("[^\x00-\x7f]")
 
 

@@ -13,6 +13,8 @@ import ssl
 import sys
 from pathlib import Path
 
+from .console import log
+
 
 def presented_certificate(host: str, port: int, timeout: float = 5.0) -> str | None:
     """The subject and issuer of the certificate the server at ``host:port`` presents, read
@@ -91,8 +93,6 @@ def check_revocation(what: str, host: str, port: int, ca_file: str | None, optio
     which zivsync check shows."""
     if not options.get("check_revocation"):
         return
-    import logging
-
     from .revocation import RevocationUnknown, probe, raise_if_bad
 
     policy = _policy(options)
@@ -101,7 +101,7 @@ def check_revocation(what: str, host: str, port: int, ca_file: str | None, optio
     except RevocationUnknown as error:  # its own connection failed: unknown, as an unreachable CRL is
         if not policy.soft_fail:
             raise
-        logging.getLogger("zivsync").warning("REVOCATION NOT CHECKED (--revocation-soft-fail): %s: %s", what, error)
+        log.warning("REVOCATION NOT CHECKED (--revocation-soft-fail): %s: %s", what, error)
         return
     _report(what, f"{host}:{port}", result)
     raise_if_bad(result, policy)
@@ -124,10 +124,7 @@ def check_revocation_of(what: str, tls_socket, ca_file: str | None, options: dic
 
 
 def _report(what: str, where: str, result) -> None:
-    import logging
-
     from .revocation import describe
 
-    log = logging.getLogger("zivsync")
     for line in describe(result):
         log.info("revocation: %s (%s): %s", what, where, line)

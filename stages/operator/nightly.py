@@ -32,7 +32,7 @@ from ..core import account_mapping, console, files, winproc
 from ..core.console import log
 from ..core.configfile import read_toml
 from ..core.errors import ExitStatus, ZivsyncError
-from ..core.stream import GZIP_MAGIC, compressed_if_gz, last_line, opened_stream
+from ..core.stream import GZIP_MAGIC, compressed_if_gz, end_record, opened_stream
 
 #: source name -> the extractor's command; the order in which they run
 SOURCES = {"ldap": "extract-ldap", "exo": "extract-exo", "exchange": "extract-exchange"}
@@ -285,12 +285,8 @@ def stream_facts(path: Path) -> tuple[bool | None, int | None]:
     the last line only (diff checks the whole stream; this is for the summary)."""
     if not path.exists():
         return None, None
-    tail = last_line(path)
-    try:
-        end = orjson.loads(tail or b"")
-    except orjson.JSONDecodeError:
-        return False, None
-    if not isinstance(end, dict) or end.get("type") != "end":
+    end = end_record(path)
+    if end is None:
         return False, None
     return end.get("complete", True) is not False, end.get("count")
 

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import orjson
 
@@ -23,7 +23,7 @@ from ..core.describe import (  # noqa: F401
 )
 from ..core.errors import ZivsyncError
 from ..core.planning import OP_ORDER
-from ..core.stream import Input, StreamError, StreamReader, last_line
+from ..core.stream import Input, StreamError, StreamReader, end_record
 from .nightly import RESULTS, directory_files, stream_file
 
 PROBLEMS = ("failed", "conflict")  # the results an administrator has to look at
@@ -253,17 +253,10 @@ def stream_tallies(folder: Path) -> dict[str, dict[str, int]]:
     order = directory_files(folder) + [stream_file(folder, "current"), stream_file(folder, "desired")]
     tallies = {}
     for path in order:
-        end = _last_record(path)
-        if isinstance(end, dict) and end.get("type") == "end" and isinstance(end.get("tally"), dict):
+        end = end_record(path)  # None for a stream cut short: its reader says so; here there is only no tally
+        if end is not None and isinstance(end.get("tally"), dict):
             tallies[path.name] = {str(k): v for k, v in end["tally"].items() if isinstance(v, int)}
     return tallies
-
-
-def _last_record(path: Path) -> Any:
-    try:
-        return orjson.loads(last_line(path) or b"null")
-    except orjson.JSONDecodeError:
-        return None  # a stream cut short: its reader says so; here there is only no tally
 
 
 def _read_summary(path: Path) -> dict:
